@@ -1,0 +1,47 @@
+"""wsgipipe: stream files and bodies through WSGI, and release them on every ending.
+
+The public API lives here; submodules are implementation detail unless a name
+is re-exported below. Importing wsgipipe never imports gunicorn.
+"""
+
+from __future__ import annotations
+
+from . import sinks
+from .body import Body, Observed, Outcome
+from .errormap import FileErrors
+from .errors import (
+    ClientGone,
+    ConfigurationError,
+    FileChanged,
+    HTTPError,
+    RangeNotSatisfiable,
+    SinkError,
+    WsgipipeError,
+)
+from .record import Transfer, current_transfer
+from .stream import FileStream
+from .tee import Tee
+from .transfer import TransferLog
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Body",
+    "ClientGone",
+    "ConfigurationError",
+    "FileChanged",
+    "FileErrors",
+    "FileStream",
+    "HTTPError",
+    "Observed",
+    "Outcome",
+    "RangeNotSatisfiable",
+    "SinkError",
+    "Tee",
+    "Transfer",
+    "TransferLog",
+    "WsgipipeError",
+    "__version__",
+    "current_transfer",
+    "sinks",
+]

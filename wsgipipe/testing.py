@@ -1,0 +1,214 @@
+"""Helpers for test suites: prove that an app releases its files.
+
+Everything here is public and used by wsgipipe's own tests. The real-server
+helpers start gunicorn as a subprocess on an ephemeral 127.0.0.1 port and
+read the truth from ``/proc/<pid>/fd`` rather than trusting warnings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+__all__ = [
+    "GunicornServer",
+    "open_files",
+    "wait_until",
+]
+
+_EMPTY_CONFIG = Path(__file__).with_name("_empty_gunicorn_conf.py")
+_LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+
+
+def open_files(pid: int | str = "self", under: str | os.PathLike[str] | None = None) -> list[str]:
+    """Paths a process has open, read from ``/proc/<pid>/fd``.
+
+    With ``under``, only paths inside that directory (resolved). Sockets,
+    pipes and descriptors that vanish while we look are skipped.
+    """
+    fd_dir = Path(f"/proc/{pid}/fd")
+    prefix = os.path.realpath(under) + os.sep if under is not None else None
+    found: list[str] = []
+    try:
+        entries = list(fd_dir.iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return found
+    for entry in entries:
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue
+        if prefix is None or target.startswith(prefix) or target == prefix[:-1]:
+            found.append(target)
+    return sorted(found)
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01
+) -> bool:
+    """Poll ``predicate`` until it is truthy or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+class GunicornServer:
+    """A real gunicorn serving ``app`` (``"module:callable"``) on 127.0.0.1.
+
+    Use as a context manager; it stops by itself (SIGTERM, then SIGKILL).
+    ``log`` holds everything gunicorn and the app wrote to stderr, so tests
+    can wait for wsgipipe's transfer lines.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        worker_class: str = "gthread",
+        workers: int = 1,
+        threads: int = 4,
+        timeout: int = 30,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        config: str | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self.app = app
+        self.worker_class = worker_class
+        self.workers = workers
+        self.threads = threads
+        self.timeout = timeout
+        self.args = list(args)
+        self.env = env
+        self.cwd = cwd
+        self.config = config
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._logfile = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix="wsgipipe-gunicorn-", suffix=".log", delete=False
+        )
+
+    # -- lifecycle ----------------------------------------------------------
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "gunicorn", self.app]
+        cmd += ["--bind", "127.0.0.1:0", "--worker-class", self.worker_class]
+        cmd += ["--workers", str(self.workers), "--threads", str(self.threads)]
+        cmd += ["--timeout", str(self.timeout), "--graceful-timeout", "5"]
+        cmd += ["--no-control-socket", "--log-level", "info"]
+        # An explicit config keeps a gunicorn.conf.py in the working directory
+        # from changing what the test asked for.
+        cmd += ["--config", self.config or str(_EMPTY_CONFIG)]
+        return cmd + self.args
+
+    def start(self) -> GunicornServer:
+        env = dict(os.environ)
+        env.update(self.env or {})
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=self._logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.cwd,
+            env=env,
+        )
+        if not wait_until(self._ready, self.startup_timeout, 0.05):
+            self.stop()
+            raise RuntimeError(f"gunicorn did not start:\n{self.log}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log}")
+        match = _LISTENING.search(self.log)
+        if match and not self.port:
+            self.port = int(match.group(1))
+        return bool(self.port) and len(self.worker_pids()) >= self.workers
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit code."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if not self._logfile.closed:
+            self._logfile.close()
+        return proc.returncode if proc is not None else None
+
+    def __enter__(self) -> GunicornServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        with suppress(FileNotFoundError):
+            os.unlink(self._logfile.name)
+
+    # -- what tests look at ---------------------------------------------------
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "server not started"
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        with open(self._logfile.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def worker_pids(self) -> list[int]:
+        """The arbiter's live worker processes."""
+        if self.process is None:
+            return []
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            return []
+
+    def open_files(self, under: str | os.PathLike[str] | None = None) -> list[str]:
+        """Files open in any worker, optionally only those under a directory."""
+        return [path for pid in self.worker_pids() for path in open_files(pid, under)]
+
+    def fd_counts(self) -> dict[int, int]:
+        """Descriptor count per worker pid."""
+        counts: dict[int, int] = {}
+        for pid in self.worker_pids():
+            try:
+                counts[pid] = len(os.listdir(f"/proc/{pid}/fd"))
+            except FileNotFoundError:
+                continue
+        return counts
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0, *, count: int = 1) -> bool:
+        """Wait until ``pattern`` (a regex) matches at least ``count`` times in the log."""
+        regex = re.compile(pattern)
+        return wait_until(lambda: len(regex.findall(self.log)) >= count, timeout, 0.02)
+
+
+@contextmanager
+def gunicorn_server(app: str, **options: object) -> Iterator[GunicornServer]:
+    """``with gunicorn_server("pkg.mod:app", worker_class="sync") as server: ...``"""
+    server = GunicornServer(app, **options)  # type: ignore[arg-type]
+    with server:
+        yield server
