@@ -51,6 +51,9 @@ class Body:
         self.error: BaseException | None = None
         #: Why the transfer was aborted, when wsgipipe knows (``"idle timeout"``).
         self.reason: str | None = None
+        #: How the bytes moved, when known: ``"sendfile"`` (the server's
+        #: zero-copy path) or ``"python"`` (read and handed over in chunks).
+        self.via: str | None = None
         self._pending = 0
         self._closed = False
         self._close_lock = threading.Lock()

@@ -198,6 +198,7 @@ class FileStream(Body):
     def _read_chunk(self) -> bytes:
         if self._first:
             chunk, self._first = self._first, b""
+            self.via = "python"
             return self._count(chunk)
         return self.read(self.chunk_size)
 
@@ -216,6 +217,7 @@ class FileStream(Body):
             want = min(want, self._remaining)
         if want <= 0:
             return b""
+        self.via = "python"
         chunk = os.read(self._fd, want) if self._fd is not None else self._read_file(want)
         if not chunk and self._remaining:
             raise FileChanged(self.name, self._announced(), self._pos - self.offset)
@@ -260,6 +262,8 @@ class FileStream(Body):
             pos = min(max(pos, self.offset), self._end)
         if not self._released:
             os.lseek(self._fd, pos, os.SEEK_SET)
+        if self.via is None and pos > self._pos:
+            self.via = "sendfile"  # the kernel moved bytes we never read
         self.bytes_sent = max(self.bytes_sent, pos - self.offset)
         if self._end is not None:
             self._remaining = self._end - pos

@@ -86,6 +86,8 @@ def _settle(record: Transfer, body: Body) -> Transfer:
     record.outcome = body.outcome
     record.error = record.error or body.error
     record.reason = record.reason or body.reason
+    if body.via is not None:
+        record.notes.setdefault("via", body.via)
     if record.outcome == "aborted" and _no_body_expected(record):
         record.outcome = "finished"  # HEAD, 204 and 304 end with no bytes by design
     return record
