@@ -178,6 +178,7 @@ class Observed(Body):
         except BaseException as exc:
             self._fail(exc)
             raise
+        self.via = "python"
         return self._emit(chunk)
 
     def _pull(self) -> bytes:

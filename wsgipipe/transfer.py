@@ -88,6 +88,8 @@ def _settle(record: Transfer, body: Body) -> Transfer:
     record.reason = record.reason or body.reason
     if body.via is not None:
         record.notes.setdefault("via", body.via)
+    if record.method == "HEAD":
+        record.bytes_sent = 0  # RFC 9110 §9.3.2: the server drops what the app made
     if record.outcome == "aborted" and _no_body_expected(record):
         record.outcome = "finished"  # HEAD, 204 and 304 end with no bytes by design
     return record
