@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, TypeAlias
 
+from .errors import ClientGone
+
 __all__ = ["Body", "Observed", "Outcome", "close_all", "tracked"]
 
 Outcome: TypeAlias = Literal["finished", "aborted", "failed"]
@@ -128,6 +130,12 @@ class Body:
             self.outcome = "finished"
 
     def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, ClientGone):
+            # The client left (or stopped reading): an abort, not a failure (F7).
+            self.abort(exc.reason)
+            if self.outcome is None:
+                self.outcome = "aborted"
+            return
         if self.outcome in (None, "aborted"):
             self.outcome = "failed"
         if self.error is None:
