@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import sinks
 from .body import Body, Observed, Outcome
+from .connection import Connection, IdleTimeout
 from .errormap import FileErrors
 from .errors import (
     ClientGone,
@@ -21,6 +22,7 @@ from .errors import (
 from .record import Transfer, current_transfer
 from .stream import FileStream
 from .tee import Tee
+from .through import Delay, Throttle, Through
 from .transfer import TransferLog
 
 __version__ = "0.1.0"
@@ -29,15 +31,20 @@ __all__ = [
     "Body",
     "ClientGone",
     "ConfigurationError",
+    "Connection",
+    "Delay",
     "FileChanged",
     "FileErrors",
     "FileStream",
     "HTTPError",
+    "IdleTimeout",
     "Observed",
     "Outcome",
     "RangeNotSatisfiable",
     "SinkError",
     "Tee",
+    "Throttle",
+    "Through",
     "Transfer",
     "TransferLog",
     "WsgipipeError",
