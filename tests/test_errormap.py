@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 from webtest import TestApp
 
-from wsgipipe import FileErrors, FileStream, HTTPError, RangeNotSatisfiable, TransferLog
+from wsgipipe import FileErrors, FileStream, HTTPError, RangeNotSatisfiable, Tee, TransferLog, sinks
+from wsgipipe.body import tracked
 from wsgipipe.testing import open_files
 
 if TYPE_CHECKING:
@@ -143,3 +144,22 @@ def test_successful_file_goes_zero_copy_when_offered(tmp_path: Path) -> None:
     assert b"".join(result) == b"z" * 1000
     result.close()
     assert not open_files(under=tmp_path)
+
+
+def test_a_teed_body_is_primed_in_place_not_wrapped_again() -> None:
+    capture = sinks.Capture()
+    teed = Tee(generator_app(OSError("never"), after=99), capture)
+    result = FileErrors(teed)({"REQUEST_METHOD": "GET"}, lambda *a: lambda b: None)  # type: ignore[arg-type]
+    assert type(result).__name__ == "Observed" and result is not None
+    assert tracked(result) is result and result.returned is not None  # type: ignore[attr-defined]
+    assert b"".join(result) == b"chunk0 chunk1 chunk2 "
+    result.close()  # type: ignore[attr-defined]
+    assert bytes(capture.last.body) == b"chunk0 chunk1 chunk2 "
+
+
+def test_error_in_first_chunk_behind_a_tee_is_mapped() -> None:
+    capture = sinks.Capture()
+    app = TestApp(
+        FileErrors(Tee(generator_app(FileNotFoundError("x"), after=0), capture)), lint=True
+    )
+    assert app.get("/", status=404).body == b"404 Not Found\n"

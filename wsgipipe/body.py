@@ -173,8 +173,27 @@ class Observed(Body):
         self._first = first
         self._iterator: Iterator[bytes] | None = None
         self._exhausted = False
+        self._ready: bytes | None = None  # a primed chunk, already transformed
+
+    def prime(self) -> None:
+        """Pull the first chunk now, so that its errors surface before any byte is sent.
+
+        The chunk is kept and handed to the server first; an empty body is
+        marked finished. Used by :class:`wsgipipe.FileErrors`.
+        """
+        if self._ready is not None or self._exhausted or self._closed:
+            return
+        try:
+            self._ready = self._pull()
+        except StopIteration:
+            self._ready = b""
 
     def __next__(self) -> bytes:
+        if self._ready is not None:
+            chunk, self._ready = self._ready, None
+            if chunk:
+                self.via = "python"
+                return self._emit(chunk)
         if self._exhausted or self._closed:
             raise StopIteration
         try:
