@@ -200,7 +200,7 @@ class FileStream(Body):
             chunk, self._first = self._first, b""
             self.via = "python"
             return self._count(chunk)
-        return self.read(self.chunk_size)
+        return self._read(self.chunk_size)
 
     # -- the file-object face (for wsgi.file_wrapper) ---------------------
     def read(self, size: int = -1) -> bytes:
@@ -208,7 +208,18 @@ class FileStream(Body):
 
         Raises :class:`~wsgipipe.errors.FileChanged` if the file ends before
         the announced length: the server must abort, not send a short body.
+        A server's file wrapper (wsgiref, gunicorn's Python fallback) reads
+        through here, so a chunk counts as sent once the server asks again,
+        as with iteration; an empty read at the announced end finishes.
         """
+        chunk = self._read(size)
+        if chunk:
+            return self._emit(chunk)
+        if self._remaining == 0:
+            self._finish()
+        return chunk
+
+    def _read(self, size: int) -> bytes:
         self.open()
         if self._released:
             return b""
@@ -264,7 +275,10 @@ class FileStream(Body):
             os.lseek(self._fd, pos, os.SEEK_SET)
         if self.via is None and pos > self._pos:
             self.via = "sendfile"  # the kernel moved bytes we never read
+        # The position is the authority on what went out: it settles any
+        # chunk read() handed over and not yet counted.
         self.bytes_sent = max(self.bytes_sent, pos - self.offset)
+        self._pending = 0
         if self._end is not None:
             self._remaining = self._end - pos
         self._pos = pos
@@ -280,7 +294,7 @@ class FileStream(Body):
         else gets the stream itself, read in Python.
         """
         wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is None or not self.zero_copy or self._closed:
+        if wrapper is None or not self.zero_copy or self._closed or _blind(environ):
             return self
         try:
             self.open()
@@ -343,6 +357,14 @@ def _seekable(f: IO[bytes]) -> bool:
         return bool(f.seekable())
     except (AttributeError, OSError, ValueError):
         return False
+
+
+def _blind(environ: WSGIEnvironment) -> bool:
+    # uWSGI's file_wrapper sends the descriptor from byte 0 whatever its
+    # offset (falcon PR#1991), so a range would get the wrong bytes, and it
+    # never reads or seeks through us, so the record would say "aborted 0 B"
+    # for a complete download. Reading in Python is correct on uWSGI.
+    return "uwsgi.version" in environ
 
 
 def server_body(environ: WSGIEnvironment, result: Iterable[bytes]) -> Iterable[bytes]:
