@@ -1,8 +1,19 @@
 """Helpers for test suites: prove that an app releases its files.
 
-Everything here is public and used by wsgipipe's own tests. The real-server
-helpers start gunicorn as a subprocess on an ephemeral 127.0.0.1 port and
-read the truth from ``/proc/<pid>/fd`` rather than trusting warnings.
+Everything here is public and used by wsgipipe's own tests (docs/testing.md):
+
+* :class:`LeakCheck` / :func:`no_leaked_files`: fail when a block leaves a
+  file open (``/proc/self/fd`` diff plus ``ResourceWarning``);
+* :func:`download`, :func:`disconnect_after`, :func:`hang_up_after`,
+  :func:`stalled_client`, :func:`slow_client`: play the server's part
+  against any WSGI app (or WebTest ``TestApp``) for a client that reads
+  everything, leaves, stalls or crawls;
+* :class:`TransferRecorder`: the :class:`~wsgipipe.Transfer` records of a test;
+* :class:`GunicornServer`, :func:`open_files`, :func:`wait_until`: a real
+  gunicorn subprocess on an ephemeral 127.0.0.1 port, and the truth read
+  from ``/proc/<pid>/fd`` rather than from warnings.
+
+The pytest fixtures built on these live in :mod:`wsgipipe.pytest_plugin`.
 """
 
 from __future__ import annotations
@@ -18,9 +29,34 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from ._clients import (
+    Download,
+    disconnect_after,
+    download,
+    hang_up_after,
+    slow_client,
+    stalled_client,
+)
+from ._leaks import LeakCheck, LeakedFiles, fd_table
+from ._recorder import TransferRecorder
+
 __all__ = [
+    "SERVERS",
+    "Download",
     "GunicornServer",
+    "LeakCheck",
+    "LeakedFiles",
+    "ServerProcess",
+    "TransferRecorder",
+    "disconnect_after",
+    "download",
+    "fd_table",
+    "hang_up_after",
+    "no_leaked_files",
     "open_files",
+    "serve",
+    "slow_client",
+    "stalled_client",
     "wait_until",
 ]
 
@@ -49,6 +85,11 @@ def open_files(pid: int | str = "self", under: str | os.PathLike[str] | None = N
         if prefix is None or target.startswith(prefix) or target == prefix[:-1]:
             found.append(target)
     return sorted(found)
+
+
+def no_leaked_files(under: str | os.PathLike[str] | None = None) -> LeakCheck:
+    """``with no_leaked_files(tmp_path): ...`` fails if the block leaves a file open."""
+    return LeakCheck(under)
 
 
 def wait_until(
@@ -212,3 +253,109 @@ def gunicorn_server(app: str, **options: object) -> Iterator[GunicornServer]:
     server = GunicornServer(app, **options)  # type: ignore[arg-type]
     with server:
         yield server
+
+
+#: The WSGI servers :class:`ServerProcess` knows how to start.
+SERVERS = ("waitress", "werkzeug", "wsgiref", "uwsgi")
+_UWSGI_BOUND = re.compile(r"bound to TCP address 127\.0\.0\.1:(\d+)")
+
+
+class ServerProcess(GunicornServer):
+    """A real non-gunicorn WSGI server serving ``app`` on 127.0.0.1.
+
+    ``server`` is one of :data:`SERVERS`. waitress, werkzeug's development
+    server and wsgiref run in one process (:func:`serve` binds port 0 and
+    prints the port); uWSGI runs with a master and ``workers`` workers,
+    using this interpreter's environment as its ``home``. The lifecycle and
+    what tests look at (``url``, ``log``, ``open_files``, ``fd_counts``,
+    ``wait_for_log``) are those of :class:`GunicornServer`.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        app: str,
+        *,
+        workers: int = 1,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        if server not in SERVERS:
+            raise ValueError(f"unknown server {server!r}; expected one of {SERVERS}")
+        super().__init__(
+            app, workers=workers, args=args, env=env, cwd=cwd, startup_timeout=startup_timeout
+        )
+        self.server = server
+
+    def command(self) -> list[str]:
+        if self.server == "uwsgi":
+            return self._uwsgi_command()
+        launch = f"from wsgipipe.testing import serve; serve({self.server!r}, {self.app!r})"
+        return [sys.executable, "-c", launch, *self.args]
+
+    def _uwsgi_command(self) -> list[str]:
+        module, _, name = self.app.partition(":")
+        cmd = [str(Path(sys.executable).with_name("uwsgi")), "--http-socket", "127.0.0.1:0"]
+        cmd += ["--master", "--workers", str(self.workers), "--die-on-term", "--need-app"]
+        cmd += ["--home", sys.prefix, "--pythonpath", os.fspath(self.cwd or os.getcwd())]
+        cmd += ["--module", f"{module}:{name or 'application'}", "--enable-threads"]
+        return cmd + self.args
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"{self.server} exited with {self.process.returncode}:\n{self.log}")
+        pattern = _UWSGI_BOUND if self.server == "uwsgi" else _LISTENING
+        match = pattern.search(self.log)
+        if match and not self.port:
+            self.port = int(match.group(1))
+        return bool(self.port) and len(self.worker_pids()) >= self.workers
+
+    def worker_pids(self) -> list[int]:
+        """The processes that run the app: uWSGI's workers, else the server itself."""
+        if self.server == "uwsgi":
+            return super().worker_pids()
+        return [self.pid] if self.process is not None and self.process.poll() is None else []
+
+
+def serve(server: str, app: str) -> None:
+    """Run ``app`` (``"module:callable"``) under ``server`` on 127.0.0.1, any free port.
+
+    Prints ``Listening at: http://127.0.0.1:<port>`` once bound, then serves
+    until killed. Used by :class:`ServerProcess`; works as a quick manual
+    check too.
+    """
+    import importlib
+
+    module, _, name = app.partition(":")
+    sys.path.insert(0, os.getcwd())
+    application = getattr(importlib.import_module(module), name or "application")
+    runner = _make_server(server, application)
+    print(f"Listening at: http://127.0.0.1:{runner.port}", file=sys.stderr, flush=True)
+    runner.run()
+
+
+class _Runner:
+    def __init__(self, port: int, run: Callable[[], object]) -> None:
+        self.port = port
+        self.run = run
+
+
+def _make_server(server: str, application: Callable[..., object]) -> _Runner:
+    if server == "waitress":
+        import waitress
+
+        srv = waitress.create_server(application, host="127.0.0.1", port=0, threads=4)
+        return _Runner(srv.effective_port, srv.run)
+    if server == "werkzeug":
+        from werkzeug.serving import make_server
+
+        wsrv = make_server("127.0.0.1", 0, application, threaded=True)  # type: ignore[arg-type]
+        return _Runner(wsrv.port, wsrv.serve_forever)
+    if server == "wsgiref":
+        from wsgiref.simple_server import make_server as make_wsgiref
+
+        rsrv = make_wsgiref("127.0.0.1", 0, application)  # type: ignore[arg-type]
+        return _Runner(rsrv.server_port, rsrv.serve_forever)
+    raise ValueError(f"serve() runs waitress, werkzeug or wsgiref, not {server!r}")
