@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -251,3 +252,7 @@ class TestClientGoneIsAnAbort:
         assert body.outcome == "aborted"
         assert body.reason == "client disconnected"
         assert body.error is None
+
+    def test_client_gone_looks_like_a_reset_to_servers(self) -> None:
+        # gunicorn logs ECONNRESET at debug level and anything else with a traceback.
+        assert ClientGone("client disconnected").errno == errno.ECONNRESET

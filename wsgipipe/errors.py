@@ -7,6 +7,8 @@ Each error that can be answered with an HTTP status carries it as
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "ClientGone",
     "ConfigurationError",
@@ -86,3 +88,6 @@ class ClientGone(WsgipipeError, ConnectionError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        # Servers treat a reset as routine (gunicorn logs ECONNRESET at debug
+        # level instead of a traceback); a client that left is exactly that.
+        self.errno = errno.ECONNRESET
