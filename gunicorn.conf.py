@@ -1,17 +1,55 @@
-"""gunicorn settings for streaming files with wsgipipe (``gunicorn examples.app:app``)."""
+"""gunicorn settings for streaming files with wsgipipe (``gunicorn examples.app:app``).
+
+Every value here can still be overridden on the command line as usual
+(``gunicorn -c gunicorn.conf.py --workers 4 examples.app:app``). The reasons
+behind each choice are in docs/deployment.md; ``wsgipipe serve`` uses the
+same values (wsgipipe.gunicorn.SETTINGS, kept in step by a test).
+"""
 
 import os
 
+# Where to listen: loopback unless GUNICORN_BIND (or --bind) says otherwise.
+# In production put nginx in front and keep gunicorn on loopback or a socket.
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+
+# gthread, not sync: a download occupies one thread for as long as the client
+# takes. Under sync it occupies the whole process, and the arbiter kills that
+# process when one download outlasts `timeout`, even a download that is
+# progressing (the sync worker only reports alive between requests).
 worker_class = "gthread"
-threads = 8
+
+# Processes: about one per core. Each holds `threads` concurrent transfers.
 workers = 2
-loglevel = "info"
+
+# Concurrent requests per process. A slow client pins a thread, so size this
+# for the number of simultaneous downloads you expect, not for CPU.
+threads = 8
+
+# Seconds without a heartbeat before the arbiter kills a worker. gthread
+# heartbeats from its main loop while threads stream, so long downloads are
+# safe; this only catches a worker that is truly stuck.
+timeout = 30
+
+# Seconds a worker gets on SIGTERM/HUP to finish the downloads in flight
+# before it is killed.
+graceful_timeout = 30
+
+# Seconds an idle keep-alive connection is kept open for its next request.
+keepalive = 5
+
+# Access log on stderr, and gunicorn's own messages at INFO.
 accesslog = "-"
+loglevel = "info"
+
+# wsgipipe's transfer lines ("GET /big.bin 200 aborted 65536/67108864 B ...")
+# go to stderr next to gunicorn's log. The slow client's idle timeout is
+# WSGIPIPE_IDLE_TIMEOUT, read by the app (examples/app.py), not by gunicorn.
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {"wsgipipe": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }

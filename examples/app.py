@@ -1,38 +1,112 @@
-"""The example app: serve ``WSGIPIPE_ROOT`` through wsgipipe's public API.
+"""The example app: the classic streaming experiments, served for real.
 
-Run it with ``gunicorn examples.app:app`` (``make run``). Every response goes
-through FileErrors (clean 404/403/500) and TransferLog (one line per response
-at close()).
+Run it with ``gunicorn examples.app:app`` (``make run``; settings in
+``gunicorn.conf.py``). It serves ``WSGIPIPE_ROOT`` (default
+``examples/public/``) through wsgipipe's public API only:
+
+* ``GET /<path>``: the file, through FileErrors, Tee and TransferLog;
+* ``GET /slow/<path>?delay=5``: every chunk held ``delay`` seconds (the "slow through");
+* ``GET /limit/<path>?rate=1k``: at most ``rate`` bytes per second, like
+  ``curl --limit-rate`` but done by the server.
+
+Environment: ``WSGIPIPE_TEE`` (comma-separated extra sinks: ``stdout``,
+``sha256``, ``dir:PATH``) and ``WSGIPIPE_IDLE_TIMEOUT`` (seconds a client may
+read nothing before it is cut off; 30 by default, 0 turns it off).
+``big.html`` and ``big.bin`` are generated in the root on first use.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
 
-from werkzeug.security import safe_join
-
-from wsgipipe import FileErrors, FileStream, TransferLog
+from wsgipipe import ConfigurationError, Delay, Throttle
+from wsgipipe.serve import DEFAULT_IDLE_TIMEOUT, files, stack
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 ROOT = Path(os.environ.get("WSGIPIPE_ROOT", Path(__file__).with_name("public"))).resolve()
 
+#: Sizes of the generated files: far larger than the loopback socket buffers
+#: (a few MiB), so that a client that stops reading really stalls the server.
+BIG_HTML_SIZE = 8 * 1024 * 1024
+BIG_BIN_SIZE = 64 * 1024 * 1024
 
-def files(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    """Serve one file from ROOT; errors are mapped by FileErrors."""
-    name = environ.get("PATH_INFO", "/").lstrip("/") or "index.html"
-    path = safe_join(str(ROOT), name)
-    if path is None:
-        raise FileNotFoundError(name)
-    stream = FileStream(path)
-    start_response("200 OK", [("Content-Length", str(stream.size))])
-    return stream
+#: The slow routes are a demonstration, not a way to hold a thread for ever.
+MAX_DELAY = 60.0
+
+
+def make_big_files(root: Path = ROOT) -> None:
+    """Create big.html and big.bin once; atomic, so concurrent workers agree."""
+    line = b"<p>" + b"wsgipipe streams this line again and again. " * 2 + b"</p>\n"
+    html = b"<!doctype html>\n<title>big</title>\n" + line * (BIG_HTML_SIZE // len(line))
+    _write_once(root / "big.html", lambda: html)
+    _write_once(root / "big.bin", lambda: os.urandom(BIG_BIN_SIZE))
+
+
+def _write_once(path: Path, content: Callable[[], bytes]) -> None:
+    if path.exists() or not os.access(path.parent, os.W_OK):
+        return
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_bytes(content())
+    os.replace(temp, path)
+
+
+def bad_request(start_response: StartResponse, message: str) -> list[bytes]:
+    body = f"400 Bad Request: {message}\n".encode()
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    start_response("400 Bad Request", headers)
+    return [body]
+
+
+def query(environ: WSGIEnvironment, name: str, default: str) -> str:
+    values = parse_qs(environ.get("QUERY_STRING", "")).get(name)
+    return values[-1] if values else default
+
+
+class Experiments:
+    """Route ``/slow/`` and ``/limit/`` to Delay and Throttle around the file app."""
+
+    def __init__(self, root: Path) -> None:
+        self.files = files(root)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        for prefix, route in (("/slow/", self.slow), ("/limit/", self.limit)):
+            if path.startswith(prefix):
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix[:-1]
+                environ["PATH_INFO"] = path[len(prefix) - 1 :]
+                try:
+                    app = route(environ)
+                except ValueError as exc:  # ConfigurationError is a ValueError
+                    return bad_request(start_response, str(exc))
+                return app(environ, start_response)
+        return self.files(environ, start_response)
+
+    def slow(self, environ: WSGIEnvironment) -> WSGIApplication:
+        try:
+            delay = float(query(environ, "delay", "5"))
+        except ValueError:
+            delay = -1.0
+        if not 0 <= delay <= MAX_DELAY:
+            raise ConfigurationError(f"delay must be between 0 and {MAX_DELAY:g} seconds")
+        return Delay(self.files, delay)
+
+    def limit(self, environ: WSGIEnvironment) -> WSGIApplication:
+        return Throttle(self.files, query(environ, "rate", "1k"))
+
+
+def build(root: Path = ROOT) -> WSGIApplication:
+    """The whole example app, configured from the environment."""
+    idle = float(os.environ.get("WSGIPIPE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
+    make_big_files(root)
+    return stack(Experiments(root), tee=os.environ.get("WSGIPIPE_TEE", ""), idle_timeout=idle)
 
 
 logging.getLogger("wsgipipe").setLevel(logging.INFO)
-app = TransferLog(FileErrors(files))
+app = build()

@@ -1,0 +1,97 @@
+"""``wsgipipe serve DIR``: serve a folder under gunicorn with wsgipipe's stack.
+
+Like ``python -m http.server``, but with the production defaults of
+``gunicorn.conf.py``: gthread workers, an idle timeout, clean 404s and one
+transfer line per response. Also runs as ``python -m wsgipipe``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import ConfigurationError
+from .serve import DEFAULT_IDLE_TIMEOUT, folder_app
+
+__all__ = ["main", "parser", "settings_from"]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="wsgipipe", description=__doc__.split("\n\n")[0])
+    commands = top.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve a folder")
+    serve.add_argument("directory", help="the folder to serve")
+    serve.add_argument(
+        "--bind",
+        "-b",
+        default=os.environ.get("GUNICORN_BIND", "127.0.0.1:8000"),
+        help="address to listen on (default: $GUNICORN_BIND or 127.0.0.1:8000)",
+    )
+    serve.add_argument("--workers", "-w", type=_positive_int, default=2, help="processes (2)")
+    serve.add_argument("--threads", type=_positive_int, default=8, help="threads per worker (8)")
+    serve.add_argument(
+        "--worker-class",
+        default="gthread",
+        choices=["gthread", "sync"],
+        help="gunicorn worker class (gthread; see docs/deployment.md before choosing sync)",
+    )
+    serve.add_argument("--timeout", type=_positive_int, default=30, help="worker timeout (30 s)")
+    serve.add_argument(
+        "--tee",
+        action="append",
+        default=[],
+        metavar="SINKS",
+        help="extra sinks, comma-separated: stdout, sha256 (any hash name), dir:PATH",
+    )
+    serve.add_argument("--limit-rate", metavar="RATE", help="bytes per second per response (1k)")
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"cut off a client that reads nothing this long ({DEFAULT_IDLE_TIMEOUT:g}; 0 = off)",
+    )
+    return top
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The gunicorn settings for parsed ``serve`` arguments."""
+    return {
+        "bind": args.bind,
+        "workers": args.workers,
+        "threads": args.threads,
+        "worker_class": args.worker_class,
+        "timeout": args.timeout,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    top = parser()
+    args = top.parse_args(argv)
+    try:
+        app = folder_app(
+            args.directory,
+            tee=",".join(args.tee),
+            idle_timeout=args.idle_timeout or None,
+            limit_rate=args.limit_rate,
+        )
+    except ConfigurationError as exc:
+        top.error(str(exc))
+    from .gunicorn import run  # gunicorn is imported only when serving
+
+    run(app, **settings_from(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
