@@ -1,0 +1,315 @@
+"""Pure HTTP rules for serving files (a leaf: no WSGI, no I/O).
+
+Ranges, validators, conditional-request decisions, the header filters for
+304 and 416, ``Content-Disposition`` and content negotiation for
+precompressed files. Parsing is werkzeug's (``werkzeug.http``); what this
+module adds is the decisions RFC 9110 asks for, each at the line that makes it.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+from urllib.parse import quote
+
+from werkzeug.http import (
+    http_date,
+    parse_accept_header,
+    parse_date,
+    parse_etags,
+    parse_range_header,
+    quote_etag,
+    unquote_etag,
+)
+
+from .errors import RangeNotSatisfiable
+
+__all__ = [
+    "MAX_RANGES",
+    "ByteRange",
+    "Multipart",
+    "byte_ranges",
+    "choose_encoding",
+    "content_disposition",
+    "content_type",
+    "etag_for",
+    "if_range_matches",
+    "last_modified",
+    "multipart",
+    "not_modified_headers",
+    "precondition_status",
+    "unsatisfiable_headers",
+]
+
+Headers = list[tuple[str, str]]
+
+#: More range specs than this in one header are refused (the whole file is
+#: sent instead): RFC 9110 §14.3 lets a server ignore "many small ranges".
+MAX_RANGES = 32
+
+#: Ranges closer than this are merged into one part: a gap this small costs
+#: less than the part headers a separate part would need (RFC 9110 §14.3).
+COALESCE_GAP = 80
+
+#: RFC 9110 §15.4.5: a 304 carries the headers a 200 would have sent among
+#: these, so caches can update what they stored. Last-Modified is kept too.
+_KEEP_ON_304 = frozenset(
+    {
+        "cache-control",
+        "content-location",
+        "date",
+        "etag",
+        "expires",
+        "last-modified",
+        "vary",
+    }
+)
+
+_TEXT_LIKE = ("text/", "application/javascript", "application/json", "application/xml")
+
+#: Types the stdlib tables lack or get wrong for the web.
+_EXTRA_TYPES = {
+    ".js": "text/javascript",  # RFC 9239
+    ".mjs": "text/javascript",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".wasm": "application/wasm",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".gz": "application/gzip",
+    ".br": "application/x-brotli",
+}
+
+# The stdlib defaults only: the host's /etc/mime.types must not change answers.
+_STDLIB_TYPES = mimetypes.MimeTypes().types_map[True]
+
+
+class ByteRange(NamedTuple):
+    """One satisfiable byte range, ``start`` inclusive, ``stop`` exclusive."""
+
+    start: int
+    stop: int
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+    def content_range(self, size: int) -> str:
+        # RFC 9110 §14.4: last-pos is inclusive.
+        return f"bytes {self.start}-{self.stop - 1}/{size}"
+
+
+def byte_ranges(header: str | None, size: int) -> list[ByteRange] | None:
+    """The ranges to send for a ``Range`` header, or None to send everything.
+
+    None means: no header, a malformed or unknown-unit one (RFC 9110 §14.2:
+    the server ignores what it cannot parse), too many specs, or an empty
+    representation. Raises :class:`RangeNotSatisfiable` when no range
+    overlaps the file (§14.1.1). The result is sorted, overlapping and
+    nearby ranges merged, so its total never exceeds ``size``.
+    """
+    if not header or size <= 0 or header.count(",") >= MAX_RANGES:
+        return None
+    parsed = parse_range_header(header)
+    if parsed is None or parsed.units != "bytes":
+        return None
+    ranges = [r for r in (_resolve(start, stop, size) for start, stop in parsed.ranges) if r]
+    if not ranges:
+        raise RangeNotSatisfiable(size)
+    return _coalesce(ranges)
+
+
+def _resolve(start: int, stop: int | None, size: int) -> ByteRange | None:
+    if start < 0:  # suffix range "-N": the last N bytes (§14.1.2)
+        return ByteRange(max(size + start, 0), size)
+    if start >= size:  # unsatisfiable on its own; others may still be
+        return None
+    return ByteRange(start, size if stop is None else min(stop, size))
+
+
+def _coalesce(ranges: list[ByteRange]) -> list[ByteRange]:
+    # §14.3 allows coalescing; merging overlaps is what bounds the body size.
+    ranges.sort()
+    merged = [ranges[0]]
+    for current in ranges[1:]:
+        last = merged[-1]
+        if current.start <= last.stop + COALESCE_GAP:
+            merged[-1] = ByteRange(last.start, max(last.stop, current.stop))
+        else:
+            merged.append(current)
+    return merged
+
+
+# -- validators -------------------------------------------------------------
+def etag_for(size: int, mtime_ns: int, tag: str = "") -> str:
+    """A strong ETag from size and mtime, no hashing (whitenoise#129).
+
+    ``tag`` tells encodings apart: each representation of a resource needs
+    its own strong validator (RFC 9110 §8.8.3).
+    """
+    return quote_etag(f"{size:x}-{mtime_ns:x}{'-' + tag if tag else ''}")
+
+
+def last_modified(mtime: float) -> str:
+    """``Last-Modified`` value; HTTP dates have one-second precision (§5.6.7)."""
+    return http_date(int(mtime))
+
+
+def precondition_status(
+    method: str,
+    etag: str,
+    modified: int,
+    *,
+    if_match: str | None = None,
+    if_unmodified_since: str | None = None,
+    if_none_match: str | None = None,
+    if_modified_since: str | None = None,
+) -> int:
+    """200, 304 or 412 for the conditional headers, in RFC 9110 §13.2.2 order.
+
+    ``etag`` is the quoted current ETag, ``modified`` the Last-Modified time
+    in whole seconds since the epoch.
+    """
+    if if_match is not None:
+        # §13.1.1: strong comparison; "*" matches any current representation.
+        if not parse_etags(if_match).contains(unquote_etag(etag)[0]):
+            return 412
+    elif if_unmodified_since is not None:
+        # §13.1.4: ignored when If-Match is present or the date is invalid.
+        date = parse_date(if_unmodified_since)
+        if date is not None and modified > date.timestamp():
+            return 412
+    safe = method in ("GET", "HEAD")
+    if if_none_match is not None:
+        # §13.1.2: weak comparison; it takes precedence over If-Modified-Since,
+        # so a rolled-back file with an older mtime is still sent (whitenoise#202).
+        if parse_etags(if_none_match).contains_weak(unquote_etag(etag)[0]):
+            return 304 if safe else 412
+    elif if_modified_since is not None and safe:
+        date = parse_date(if_modified_since)
+        if date is not None and modified <= date.timestamp():
+            return 304
+    return 200
+
+
+def if_range_matches(value: str | None, etag: str, modified: int) -> bool:
+    """Whether a Range may be honoured under ``If-Range`` (RFC 9110 §13.1.5).
+
+    True without the header. An entity tag must match strongly, so a weak
+    one never does (werkzeug PR#3163); a date must equal Last-Modified
+    exactly. Anything else means: send the whole representation.
+    """
+    if value is None:
+        return True
+    value = value.strip()
+    date = parse_date(value)
+    if date is not None:
+        return int(date.timestamp()) == modified
+    if value.startswith("W/") or not value.startswith('"'):
+        return False
+    return value == etag
+
+
+# -- header filters -----------------------------------------------------------
+def not_modified_headers(headers: Iterable[tuple[str, str]]) -> Headers:
+    """The headers a 304 keeps: validators, caching, Vary and CORS (whitenoise#711)."""
+    return [(k, v) for k, v in headers if _kept(k.lower())]
+
+
+def unsatisfiable_headers(headers: Iterable[tuple[str, str]], size: int) -> Headers:
+    """Headers for a 416: what a 304 keeps plus ``Content-Range: bytes */N`` (§15.5.17)."""
+    return [*not_modified_headers(headers), ("Content-Range", f"bytes */{size}")]
+
+
+def _kept(name: str) -> bool:
+    return name in _KEEP_ON_304 or name.startswith("access-control-")
+
+
+# -- multipart/byteranges --------------------------------------------------------
+class Multipart(NamedTuple):
+    """The plan of a ``multipart/byteranges`` body (RFC 9110 §14.6)."""
+
+    content_type: str
+    parts: list[tuple[bytes, ByteRange]]
+    trailer: bytes
+    length: int
+
+
+def multipart(ranges: Sequence[ByteRange], size: int, part_type: str, boundary: str) -> Multipart:
+    """Part headers, trailer and exact Content-Length for several ranges."""
+    parts: list[tuple[bytes, ByteRange]] = []
+    length = 0
+    for index, rng in enumerate(ranges):
+        # The CRLF before each boundary after the first belongs to the delimiter.
+        head = (
+            f"{'' if index == 0 else chr(13) + chr(10)}--{boundary}\r\n"
+            f"Content-Type: {part_type}\r\n"
+            f"Content-Range: {rng.content_range(size)}\r\n\r\n"
+        ).encode("latin-1")
+        parts.append((head, rng))
+        length += len(head) + rng.length
+    trailer = f"\r\n--{boundary}--\r\n".encode("latin-1")
+    return Multipart(
+        f"multipart/byteranges; boundary={boundary}", parts, trailer, length + len(trailer)
+    )
+
+
+# -- representation metadata ---------------------------------------------------
+def content_type(name: str, overrides: Mapping[str, str] | None = None) -> str:
+    """Content-Type for a file name: overrides, then web fixes, then the stdlib.
+
+    Text types get ``charset=utf-8`` so browsers do not guess (RFC 9110 §8.3.2).
+    """
+    dot = name.rfind(".")
+    suffix = name[dot:].lower() if dot > name.rfind("/") else ""
+    found = (overrides or {}).get(suffix) or _EXTRA_TYPES.get(suffix) or _STDLIB_TYPES.get(suffix)
+    if found is None:
+        return "application/octet-stream"
+    if "charset=" not in found and (
+        found.startswith(_TEXT_LIKE) or found.endswith(("+xml", "+json"))
+    ):
+        return found + "; charset=utf-8"
+    return found
+
+
+def choose_encoding(accept_encoding: str | None, available: Sequence[str]) -> list[str]:
+    """The ``available`` codings the client accepts, best first (RFC 9110 §12.5.3).
+
+    A specific entry overrides ``*``; ``q=0`` refuses; ties keep the order
+    of ``available`` (the server's preference, e.g. ``br`` before ``gzip``).
+    """
+    if not accept_encoding:
+        return []
+    weights: dict[str, float] = {}
+    for value, quality in parse_accept_header(accept_encoding):
+        weights[value.lower()] = quality
+    if "x-gzip" in weights:  # §12.5.3: x-gzip is an alias of gzip
+        weights.setdefault("gzip", weights["x-gzip"])
+    wildcard = weights.get("*", 0.0)
+    scored = [(weights.get(coding, wildcard), i, coding) for i, coding in enumerate(available)]
+    return [coding for q, _, coding in sorted(scored, key=lambda s: (-s[0], s[1])) if q > 0]
+
+
+def content_disposition(filename: str | None, *, as_attachment: bool = False) -> str:
+    """A ``Content-Disposition`` value per RFC 6266.
+
+    Non-ASCII names get an ASCII ``filename`` fallback plus ``filename*``
+    encoded per RFC 8187; control characters are dropped so that a name can
+    never split the header.
+    """
+    kind = "attachment" if as_attachment else "inline"
+    if not filename:
+        return kind
+    name = "".join(c for c in filename if unicodedata.category(c) != "Cc")
+    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    quoted = fallback.replace("\\", "\\\\").replace('"', '\\"')
+    value = f'{kind}; filename="{quoted}"'
+    if fallback != name:
+        # RFC 8187 §3.2.1: attr-char is ALPHA / DIGIT / "!#$&+-.^_`|~".
+        value += "; filename*=UTF-8''" + quote(name, safe="!#$&+-.^_`|~")
+    return value
