@@ -20,6 +20,8 @@ from .errors import (
     WsgipipeError,
 )
 from .record import Transfer, current_transfer
+from .response import file_response
+from .static import Static
 from .stream import FileStream
 from .tee import Tee
 from .through import Delay, Throttle, Through
@@ -42,6 +44,7 @@ __all__ = [
     "Outcome",
     "RangeNotSatisfiable",
     "SinkError",
+    "Static",
     "Tee",
     "Throttle",
     "Through",
@@ -50,5 +53,6 @@ __all__ = [
     "WsgipipeError",
     "__version__",
     "current_transfer",
+    "file_response",
     "sinks",
 ]

@@ -1,0 +1,381 @@
+"""One file as a complete HTTP response: validators, conditions, ranges, zero-copy.
+
+:func:`file_response` is the helper for apps that serve a single file;
+:class:`wsgipipe.Static` builds on the same :func:`respond`. The rules come
+from :mod:`wsgipipe.http`; the bytes go through :class:`~wsgipipe.FileStream`
+(zero-copy through the server's ``wsgi.file_wrapper`` for full and single
+ranges) or, for several ranges, through :class:`ByteRanges` (read in Python).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import stat
+from collections import deque
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import IO, TYPE_CHECKING, NamedTuple
+
+from . import http
+from .body import Body
+from .errors import FileChanged, RangeNotSatisfiable
+from .stream import DEFAULT_CHUNK_SIZE, FileStream
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = ["ByteRanges", "Entity", "FileResponse", "entity_for", "file_response", "respond"]
+
+Headers = list[tuple[str, str]]
+
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+
+_STATUS = {code: f"{code} {HTTPStatus(code).phrase}" for code in (200, 206, 304, 412, 416)}
+
+
+@dataclass(frozen=True)
+class Entity:
+    """What a response says about one file version: validators and base headers.
+
+    ``key`` is ``(st_dev, st_ino, st_size, st_mtime_ns)`` of the descriptor it
+    was built from; a cache compares it with a fresh ``fstat`` every request.
+    """
+
+    key: tuple[int, int, int, int]
+    etag: str
+    modified: int
+    content_type: str
+    headers: tuple[tuple[str, str], ...]
+
+
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def entity_for(
+    st: os.stat_result, content_type: str, *, tag: str = "", extra: Iterable[tuple[str, str]] = ()
+) -> Entity:
+    """Build the validators and headers of the file version ``st`` describes."""
+    etag = http.etag_for(st.st_size, st.st_mtime_ns, tag)
+    modified = int(st.st_mtime)
+    headers = (
+        ("Content-Type", content_type),
+        ("ETag", etag),
+        ("Last-Modified", http.last_modified(modified)),
+        ("Accept-Ranges", "bytes"),  # RFC 9110 §14.3
+        *extra,
+    )
+    return Entity(stat_key(st), etag, modified, content_type, headers)
+
+
+class FileResponse:
+    """A decided response (status, headers, body) that is also a WSGI app.
+
+    Call it as ``response(environ, start_response)``; only then is a
+    :class:`FileStream` body handed to the server's file wrapper, so that
+    gunicorn can send it with sendfile. If it is never called, ``close()``
+    releases the file.
+    """
+
+    def __init__(self, status: int, headers: Headers, body: Iterable[bytes]) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response(_STATUS.get(self.status) or _phrase(self.status), self.headers)
+        body = self.body
+        return body.for_server(environ) if isinstance(body, FileStream) else body
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+
+
+def respond(
+    environ: WSGIEnvironment,
+    fd: int,
+    st: os.stat_result,
+    entity: Entity,
+    *,
+    name: str = "",
+    zero_copy: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> FileResponse:
+    """Decide the response for the open regular file ``fd`` whose fstat is ``st``.
+
+    Takes ownership of the descriptor: it ends up in the body or closed.
+    Evaluates preconditions (412/304), ``Range``/``If-Range`` (206/416) and
+    HEAD, which never reads the file. ``name`` only labels errors.
+    """
+    try:
+        status, headers, ranges, plan = _decide(environ, st.st_size, entity)
+    except BaseException:
+        os.close(fd)
+        raise
+    if status not in (200, 206) or environ.get("REQUEST_METHOD") == "HEAD":
+        os.close(fd)
+        return FileResponse(status, headers, _empty(environ, status))
+    start, stop = ranges[0] if ranges else (0, st.st_size)
+    offered = zero_copy and "wsgi.file_wrapper" in environ
+    body: Body
+    if plan is None and stop - start <= chunk_size and not offered:
+        body = Loaded(fd, start, stop - start, name)  # one read; the descriptor is freed now
+    elif plan is not None:
+        body = ByteRanges(io.FileIO(fd, "rb", closefd=True), plan, chunk_size=chunk_size)
+    else:
+        body = _stream(fd, start, stop - start, chunk_size=chunk_size, zero_copy=zero_copy)
+    return FileResponse(status, headers, body)
+
+
+def _stream(fd: int, offset: int, length: int, *, chunk_size: int, zero_copy: bool) -> FileStream:
+    """A FileStream over ``fd`` that announces exactly ``length`` bytes.
+
+    It is opened now, so that its own fstat follows ours at once; if the two
+    disagree the file is being rewritten, and no response is better than a
+    wrong Content-Length (RFC 9112 §6.3).
+    """
+    file = io.FileIO(fd, "rb", closefd=True)
+    stream = FileStream(
+        file, offset=offset, length=length, chunk_size=chunk_size, zero_copy=zero_copy
+    )
+    try:
+        stream.open()
+        if stream.size != length:
+            raise FileChanged(stream.name, length, stream.size or 0)
+    except BaseException:
+        stream.close()
+        raise
+    return stream
+
+
+class _Decision(NamedTuple):
+    status: int
+    headers: Headers
+    ranges: list[http.ByteRange] | None = None
+    plan: http.Multipart | None = None
+
+
+def _decide(environ: WSGIEnvironment, size: int, entity: Entity) -> _Decision:
+    method = environ.get("REQUEST_METHOD", "GET")
+    status = _precondition(environ, method, entity)
+    if status == 304:
+        return _Decision(304, http.not_modified_headers(entity.headers))
+    if status == 412:
+        return _Decision(412, _plain_headers(entity, 412))
+    headers = list(entity.headers)
+    # RFC 9110 §14.2: range handling is defined for GET only; HEAD ignores it.
+    ranges = _ranges(environ, size, entity) if method == "GET" else None
+    if ranges is None:
+        headers.append(("Content-Length", str(size)))
+        return _Decision(200, headers)
+    if isinstance(ranges, RangeNotSatisfiable):
+        range_header = ("Content-Range", f"bytes */{size}")  # §15.5.17
+        return _Decision(416, [*_plain_headers(entity, 416), range_header])
+    if len(ranges) == 1:
+        headers.append(("Content-Range", ranges[0].content_range(size)))
+        headers.append(("Content-Length", str(ranges[0].length)))
+        return _Decision(206, headers, ranges)
+    plan = http.multipart(ranges, size, entity.content_type, secrets.token_hex(12))
+    headers = [(k, v) for k, v in headers if k != "Content-Type"]
+    headers += [("Content-Type", plan.content_type), ("Content-Length", str(plan.length))]
+    return _Decision(206, headers, ranges, plan)
+
+
+def _precondition(environ: WSGIEnvironment, method: str, entity: Entity) -> int:
+    get = environ.get
+    if_match = get("HTTP_IF_MATCH")
+    if_unmodified = get("HTTP_IF_UNMODIFIED_SINCE")
+    if_none_match = get("HTTP_IF_NONE_MATCH")
+    if_modified = get("HTTP_IF_MODIFIED_SINCE")
+    if if_match is None and if_unmodified is None and if_none_match is None and if_modified is None:
+        return 200  # the common case costs four dict lookups
+    return http.precondition_status(
+        method,
+        entity.etag,
+        entity.modified,
+        if_match=if_match,
+        if_unmodified_since=if_unmodified,
+        if_none_match=if_none_match,
+        if_modified_since=if_modified,
+    )
+
+
+def _ranges(
+    environ: WSGIEnvironment, size: int, entity: Entity
+) -> list[http.ByteRange] | RangeNotSatisfiable | None:
+    header = environ.get("HTTP_RANGE")
+    if header is None:
+        return None
+    if not http.if_range_matches(environ.get("HTTP_IF_RANGE"), entity.etag, entity.modified):
+        return None  # §13.1.5: the file changed since the client's copy: send it all
+    try:
+        return http.byte_ranges(header, size)
+    except RangeNotSatisfiable as exc:
+        return exc
+
+
+def _plain_headers(entity: Entity, status: int) -> Headers:
+    body = _phrase(status) + "\n"
+    return [
+        *http.not_modified_headers(entity.headers),
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+    ]
+
+
+def _empty(environ: WSGIEnvironment, status: int) -> list[bytes]:
+    if status in (304, 200, 206) or environ.get("REQUEST_METHOD") == "HEAD":
+        return []  # RFC 9110 §9.3.2 (HEAD) and §15.4.5 (304): no content
+    return [(_phrase(status) + "\n").encode()]
+
+
+def _phrase(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"
+
+
+class Loaded(Body):
+    """A body of at most one chunk, read at once so the file is closed before the app returns.
+
+    Used when the server offers no zero-copy path (or it is turned off): one
+    ``pread`` is cheaper than streaming, and the descriptor is not held while
+    the client reads. A file that shrank since its fstat raises
+    :class:`FileChanged` on the first ``next()``, so the server aborts.
+    """
+
+    def __init__(self, fd: int, offset: int, length: int, name: str = "") -> None:
+        super().__init__()
+        self.via = "python"
+        self.name = name
+        try:
+            self._data: bytes | None = os.pread(fd, length, offset) if length else b""
+        finally:
+            os.close(fd)
+        self._length = length
+
+    def __next__(self) -> bytes:
+        if self._closed or self.outcome is not None:
+            raise StopIteration
+        data, self._data = self._data, None
+        if data is None or not self._length:
+            self._finish()
+            raise StopIteration
+        if len(data) < self._length:
+            error = FileChanged(self.name, self._length, len(data))
+            self._fail(error)
+            raise error
+        return self._emit(data)
+
+
+class ByteRanges(Body):
+    """A ``multipart/byteranges`` body read from one open file with ``pread``.
+
+    Sends exactly the planned length: the part headers, each range, the
+    trailer. A file that shrank under it raises :class:`FileChanged` so that
+    the server aborts instead of sending a short body. The file is released
+    at the end of the body or at ``close()``, whichever comes first.
+    """
+
+    def __init__(self, file: IO[bytes], plan: http.Multipart, *, chunk_size: int) -> None:
+        super().__init__()
+        self.via = "python"
+        self.name = str(getattr(file, "name", "") or "")
+        self._file: IO[bytes] | None = file
+        self._fd = file.fileno()
+        # Literal bytes or (position, length) reads, planned up front so that
+        # no cleanup ever waits behind a generator's yield.
+        self._steps: deque[bytes | tuple[int, int]] = deque()
+        for head, rng in plan.parts:
+            self._steps.append(head)
+            for pos in range(rng.start, rng.stop, chunk_size):
+                self._steps.append((pos, min(chunk_size, rng.stop - pos)))
+        self._steps.append(plan.trailer)
+
+    def __next__(self) -> bytes:
+        if self._closed or self.outcome is not None:
+            raise StopIteration
+        if not self._steps:
+            self._finish()
+            self._release()
+            raise StopIteration
+        step = self._steps.popleft()
+        try:
+            chunk = step if isinstance(step, bytes) else self._read(*step)
+        except BaseException as exc:
+            self._fail(exc)
+            self._release()
+            raise
+        return self._emit(chunk)
+
+    def _read(self, pos: int, length: int) -> bytes:
+        data = os.pread(self._fd, length, pos)
+        if len(data) < length:
+            raise FileChanged(self.name, pos + length, pos + len(data))
+        return data
+
+    def _release(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+
+# -- the one-file helper ----------------------------------------------------------
+def file_response(
+    environ: WSGIEnvironment,
+    path: str | os.PathLike[str],
+    *,
+    download_name: str | None = None,
+    as_attachment: bool = False,
+    mimetype: str | None = None,
+    cache_control: str | None = "no-cache",
+    zero_copy: bool = True,
+) -> FileResponse:
+    """A complete response for one file, as a WSGI app to call.
+
+    ``return file_response(environ, path, as_attachment=True)(environ, start_response)``
+
+    Handles HEAD, conditional requests, ranges and zero-copy like
+    :class:`wsgipipe.Static`. ``download_name`` (default: the file's name)
+    goes into ``Content-Disposition`` (RFC 6266, ``filename*`` for non-ASCII
+    names). ``cache_control`` defaults to ``no-cache``: revalidate every
+    time, which the ETag makes cheap. Raises :class:`FileNotFoundError` for a
+    missing file, directory or non-regular file (wrap the app in
+    :class:`wsgipipe.FileErrors` for a clean 404).
+    """
+    name = os.fsdecode(path)
+    fd, st = open_regular(name)
+    try:
+        shown = download_name if download_name is not None else os.path.basename(name)
+        disposition = http.content_disposition(shown, as_attachment=as_attachment)
+        extra = [("Content-Disposition", disposition)]
+        if cache_control:
+            extra.append(("Cache-Control", cache_control))
+        entity = entity_for(st, mimetype or http.content_type(shown or name), extra=extra)
+    except BaseException:
+        os.close(fd)
+        raise
+    return respond(environ, fd, st, entity, name=name, zero_copy=zero_copy)
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open ``path`` read-only and fstat that descriptor; regular files only.
+
+    ``O_NONBLOCK`` keeps a FIFO from hanging open(2); it has no effect on
+    regular files (open(2)), the only kind returned. Anything else raises
+    :class:`FileNotFoundError`, the same as a missing file.
+    """
+    fd = os.open(path, OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileNotFoundError(2, "not a regular file", path)
+    return fd, st

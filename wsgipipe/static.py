@@ -1,0 +1,322 @@
+"""Static: serve a directory with full HTTP semantics, zero-copy or offloaded.
+
+Every request opens the file, fstats that descriptor and checks where the
+descriptor really points before anything is answered, so that a request can
+never reach outside the root and a changed file never gets stale headers.
+Per-path headers are cached, keyed on the fstat of the open descriptor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from . import http
+from .errormap import error_response
+from .errors import ConfigurationError
+from .response import OPEN_FLAGS, Entity, entity_for, respond, stat_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["Static"]
+
+Headers = list[tuple[str, str]]
+
+OFFLOAD_MODES = ("x-accel-redirect", "x-sendfile")
+
+#: Names with a content hash (``app.3f9a1c2e.js``) never change: cache them for a year.
+HASHED_NAME = r"\.[0-9a-f]{8,}\.\w+$"
+YEAR = 365 * 24 * 3600
+
+_SUFFIXES = {"br": ".br", "gzip": ".gz"}
+_ALLOW = [("Allow", "GET, HEAD")]
+_PROC_FD = "/proc/self/fd/"
+_CACHE_LIMIT = 4096
+
+# Windows device names are files in every directory there (CVE-2025-66221).
+_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{kind}{n}" for kind in ("COM", "LPT") for n in "0123456789¹²³"]
+)
+
+
+class Static:
+    """A WSGI app serving files under ``root``; with ``app``, middleware in front of it.
+
+    Paths that are not a servable file fall through to ``app`` (or get a
+    404); see ``docs/static.md`` for every option and the HTTP semantics.
+    Raises :class:`ConfigurationError` at once for a missing root or an
+    unknown option value.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        app: WSGIApplication | None = None,
+        index: str | None = "index.html",
+        max_age: int | None = 60,
+        immutable: str | None = HASHED_NAME,
+        precompressed: Iterable[str] = ("br", "gzip"),
+        follow_symlinks: bool = False,
+        allow_hidden: bool = False,
+        mimetypes: Mapping[str, str] | None = None,
+        headers: Callable[[str], Iterable[tuple[str, str]]] | None = None,
+        offload: str | None = None,
+        offload_prefix: str = "/_wsgipipe_files/",
+        zero_copy: bool = True,
+    ) -> None:
+        self.root = _real_root(root)
+        self.app = app
+        self.index = index
+        self.follow_symlinks = follow_symlinks
+        self.allow_hidden = allow_hidden
+        self.zero_copy = zero_copy
+        self.mimetypes = {k.lower(): v for k, v in (mimetypes or {}).items()}
+        self.headers = headers
+        self.offload = _offload_mode(offload)
+        self.offload_prefix = _prefix(offload_prefix)
+        self.encodings = _encodings(precompressed)
+        self._cache_control = _cache_policy(max_age, immutable)
+        self._use_proc = os.path.isdir(_PROC_FD)
+        self._root_slash = os.path.join(self.root, "")
+        self._names: dict[str, str | None] = {}
+        self._entities: dict[tuple[str, str], Entity] = {}
+
+    # -- the request path ---------------------------------------------------
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        name = self._name(environ.get("PATH_INFO", ""))
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method != "GET" and method != "HEAD":
+            if self.app is not None and (name is None or not self._is_file(name)):
+                return self.app(environ, start_response)
+            # RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+            return error_response(environ, start_response, 405, headers=_ALLOW)
+        found = self._open(name, environ) if name is not None else None
+        if found is None:
+            if self.app is not None:
+                return self.app(environ, start_response)
+            return error_response(environ, start_response, 404)
+        if isinstance(found, str):
+            return _redirect(start_response, found)
+        fd, st, entity, path = found
+        if self.offload is not None:
+            os.close(fd)
+            return self._offloaded(start_response, entity, name or "", path)
+        response = respond(environ, fd, st, entity, name=path, zero_copy=self.zero_copy)
+        return response(environ, start_response)
+
+    def _name(self, path_info: str) -> str | None:
+        """The request path as a relative file name, or None if refused (cached)."""
+        try:
+            return self._names[path_info]
+        except KeyError:
+            pass
+        name = _safe_name(path_info, self.index, self.allow_hidden)
+        if len(self._names) >= _CACHE_LIMIT:
+            self._names.clear()
+        self._names[path_info] = name
+        return name
+
+    # -- opening ------------------------------------------------------------
+    def _open(
+        self, name: str, environ: WSGIEnvironment
+    ) -> tuple[int, os.stat_result, Entity, str] | str | None:
+        """The open file for ``name`` (a precompressed sibling if the client takes it).
+
+        Returns a redirect location for a directory that has an index, and
+        None for everything that must look like a missing file.
+        """
+        path = self._root_slash + name
+        accept = environ.get("HTTP_ACCEPT_ENCODING") if self.encodings else None
+        if accept:
+            for coding in http.choose_encoding(accept, self.encodings):
+                found = self._open_version(name, path + _SUFFIXES[coding], coding)
+                if isinstance(found, tuple):
+                    return found
+        found = self._open_version(name, path, "")
+        if found == "dir":
+            return self._directory(name)
+        return found if isinstance(found, tuple) else None
+
+    def _open_version(
+        self, name: str, path: str, coding: str
+    ) -> tuple[int, os.stat_result, Entity, str] | str | None:
+        try:
+            fd = os.open(path, OPEN_FLAGS)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                return "dir" if stat.S_ISDIR(st.st_mode) else None
+            entity = self._entity(name, path, coding, fd, st)
+            if entity is None:
+                os.close(fd)
+                return None
+            return fd, st, entity, path
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _entity(
+        self, name: str, path: str, coding: str, fd: int, st: os.stat_result
+    ) -> Entity | None:
+        # A cached entity was built for this path after its descriptor passed
+        # the containment check; it is reused only for the very same file
+        # version (device, inode, size, mtime) the fresh fstat reports.
+        cached = self._entities.get((path, coding))
+        if cached is not None and cached.key == stat_key(st):
+            return cached
+        if not self._contained(path, fd):
+            return None
+        entity = self._build_entity(name, coding, st)
+        if len(self._entities) >= _CACHE_LIMIT:
+            self._entities.clear()
+        self._entities[(path, coding)] = entity
+        return entity
+
+    def _contained(self, path: str, fd: int) -> bool:
+        """Whether the open descriptor is inside the root (symlinks resolved)."""
+        if self.follow_symlinks:
+            return True  # the name has no ".." segments, so only symlinks lead out
+        # /proc/self/fd names the file we actually opened: no race with a
+        # symlink swapped after open(2), unlike a second realpath(path).
+        real = os.readlink(_PROC_FD + str(fd)) if self._use_proc else os.path.realpath(path)
+        if os.path.commonpath((self.root, real)) != self.root:
+            return False
+        inside = os.path.relpath(real, self.root)
+        return self.allow_hidden or not any(s.startswith(".") for s in inside.split(os.sep))
+
+    def _build_entity(self, name: str, coding: str, st: os.stat_result) -> Entity:
+        extra: Headers = []
+        cache_control = self._cache_control(name)
+        if cache_control:
+            extra.append(("Cache-Control", cache_control))
+        if coding:
+            extra.append(("Content-Encoding", coding))
+        if self.encodings:
+            # Every version may differ by Accept-Encoding (RFC 9110 §12.5.5).
+            extra.append(("Vary", "Accept-Encoding"))
+        if self.headers is not None:
+            extra.extend(self.headers(name))
+        content_type = http.content_type(name, self.mimetypes)
+        return entity_for(st, content_type, tag=coding, extra=extra)
+
+    def _directory(self, name: str) -> str | None:
+        # "/docs" names a directory: send the client to "/docs/" so that the
+        # index's relative links resolve, but only if that index exists.
+        if self.index is None or not self._is_file(f"{name}/{self.index}"):
+            return None
+        return quote(name.rsplit("/", 1)[-1]) + "/"
+
+    def _is_file(self, name: str) -> bool:
+        found = self._open_version(name, os.path.join(self.root, name), "")
+        if isinstance(found, tuple):
+            os.close(found[0])
+            return True
+        return False
+
+    # -- offload ------------------------------------------------------------
+    def _offloaded(
+        self, start_response: StartResponse, entity: Entity, name: str, path: str
+    ) -> list[bytes]:
+        """Headers only: the front server sends the file (and handles ranges)."""
+        if self.offload == "x-sendfile":
+            target = ("X-Sendfile", path)
+        else:
+            target = ("X-Accel-Redirect", self.offload_prefix + quote(name))
+        keep = [(k, v) for k, v in entity.headers if k in ("Content-Type", "Cache-Control")]
+        start_response("200 OK", [*keep, target, ("Content-Length", "0")])
+        return []
+
+
+# -- configuration helpers -----------------------------------------------------
+def _real_root(root: str | os.PathLike[str]) -> str:
+    real = os.path.realpath(os.fspath(root))
+    if not os.path.isdir(real):
+        raise ConfigurationError(f"Static root {os.fspath(root)!r} is not a directory")
+    return real
+
+
+def _offload_mode(offload: str | None) -> str | None:
+    if offload is not None and offload not in OFFLOAD_MODES:
+        raise ConfigurationError(f"offload must be one of {OFFLOAD_MODES} or None, not {offload!r}")
+    return offload
+
+
+def _prefix(prefix: str) -> str:
+    if not (prefix.startswith("/") and prefix.endswith("/")):
+        raise ConfigurationError(f"offload_prefix must start and end with '/': {prefix!r}")
+    return prefix
+
+
+def _encodings(precompressed: Iterable[str]) -> tuple[str, ...]:
+    codings = tuple(precompressed)
+    unknown = [c for c in codings if c not in _SUFFIXES]
+    if unknown:
+        raise ConfigurationError(f"precompressed codings must be among {tuple(_SUFFIXES)}")
+    return codings
+
+
+def _cache_policy(max_age: int | None, immutable: str | None) -> Callable[[str], str | None]:
+    hashed = re.compile(immutable) if immutable else None
+    default = f"public, max-age={max_age}" if max_age is not None else None
+    forever = f"public, max-age={YEAR}, immutable"
+
+    def policy(name: str) -> str | None:
+        if hashed is not None and hashed.search(name):
+            return forever
+        return default
+
+    return policy
+
+
+# -- request paths ---------------------------------------------------------------
+def _safe_name(path_info: str, index: str | None, allow_hidden: bool) -> str | None:
+    """Turn PATH_INFO into a relative name made only of plain segments.
+
+    PEP 3333 gives PATH_INFO already percent-decoded, as latin-1 text; it is
+    turned back into bytes and read as UTF-8 exactly once, never unquoted
+    again, so "%252e" stays a literal "%2e" (F36).
+    """
+    try:
+        text = path_info.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return None
+    if not text.startswith("/"):
+        text = "/" + text
+    segments = text[1:].split("/")
+    if segments[-1] == "":
+        if index is None:
+            return None
+        segments[-1] = index  # "/" and "/dir/" ask for the index
+    if any(_refused(s, allow_hidden) for s in segments):
+        return None
+    return "/".join(segments)
+
+
+def _refused(segment: str, allow_hidden: bool) -> bool:
+    if segment in ("", ".", "..") or (segment[0] == "." and not allow_hidden):
+        return True
+    # Backslash, colon (drive letters, NTFS streams) and NUL mean something
+    # else to some filesystem; trailing dots and spaces vanish on Windows.
+    if "\\" in segment or ":" in segment or "\x00" in segment or segment[-1] in ". ":
+        return True
+    return segment.split(".", 1)[0].rstrip(" ").upper() in _DEVICES
+
+
+def _redirect(start_response: StartResponse, location: str) -> list[bytes]:
+    # RFC 9110 §10.2.2: a relative Location resolves against the request URL.
+    start_response(
+        "301 Moved Permanently",
+        [("Location", location), ("Content-Length", "0"), ("Cache-Control", "no-cache")],
+    )
+    return []
