@@ -51,9 +51,12 @@ Headers = list[tuple[str, str]]
 Deliver = Callable[[bytes], None]  # writes one chunk to the client, raises if it is gone
 
 #: Socket buffers for the simulated connection: small, so that a client that
-#: stops reading blocks the server after a few tens of KiB, as on a real
-#: network once the kernel buffers are full.
-_BUFFER = 16 * 1024
+#: stops reading blocks the server after a few hundred KiB, as on a real
+#: network once the kernel buffers are full. The receive side stays above
+#: twice the loopback MSS (64 KiB): below that, Linux holds back window
+#: updates (silly-window avoidance) and every read stalls for 200 ms.
+_SEND_BUFFER = 16 * 1024
+_RECEIVE_BUFFER = 128 * 1024
 
 
 @dataclass
@@ -242,8 +245,8 @@ def _connection() -> tuple[socket.socket, socket.socket]:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname()[:2], timeout=5)
         server, _ = listener.accept()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
     return server, client
 
 
@@ -285,7 +288,7 @@ class _Client:
         return bool(data)
 
     def read_until(self, nbytes: int) -> None:
-        while len(self.got) < nbytes and self.read(min(_BUFFER, nbytes - len(self.got))):
+        while len(self.got) < nbytes and self.read(min(_RECEIVE_BUFFER, nbytes - len(self.got))):
             pass
 
 
@@ -360,17 +363,17 @@ def stalled_client(
     and reads nothing more.
 
     The server's ``sendall`` blocks once the socket buffers are full (a few
-    tens of KiB), exactly as under gunicorn. If nothing in the app cuts the
-    client off within ``timeout`` seconds, the client hangs up by itself.
-    ``release_delay`` is the time from the stall to ``close()``: compare it
-    with your idle timeout. A body small enough to fit in the buffers just
-    finishes.
+    hundred KiB), exactly as under gunicorn. If nothing in the app cuts the
+    client off within ``timeout`` seconds of the stall, the client hangs up
+    by itself. ``release_delay`` is the time from the stall to ``close()``:
+    compare it with your idle timeout. A body small enough to fit in the
+    buffers just finishes.
     """
 
     def stall(side: _Client) -> None:
         side.read_until(read_first)
         side.gone_at = time.monotonic()
-        side.wire.done.wait(max(0.0, side.deadline - time.monotonic()))
+        side.wire.done.wait(timeout)
 
     return _over_socket(
         app, path, stall, method=method, headers=headers, environ=environ, timeout=timeout
@@ -425,7 +428,7 @@ def hang_up_after(
         side.read_until(nbytes)
         side.sock.close()
         side.gone_at = time.monotonic()
-        side.wire.done.wait(max(0.0, side.deadline - time.monotonic()))
+        side.wire.done.wait(timeout)
 
     return _over_socket(
         app, path, hang_up, method=method, headers=headers, environ=environ, timeout=timeout
