@@ -134,7 +134,9 @@ class Static:
         None for everything that must look like a missing file.
         """
         path = self._root_slash + name
-        accept = environ.get("HTTP_ACCEPT_ENCODING") if self.encodings else None
+        # Offloaded files are sent by the front server, which negotiates itself.
+        use_variants = self.encodings and self.offload is None
+        accept = environ.get("HTTP_ACCEPT_ENCODING") if use_variants else None
         if accept:
             for coding in http.choose_encoding(accept, self.encodings):
                 found = self._open_version(name, path + _SUFFIXES[coding], coding)

@@ -1,0 +1,326 @@
+"""Static under a real gunicorn (zero-copy proof) and behind a real nginx (offload).
+
+One gunicorn serves three mounts of the same root: ``/plain`` (Static, so
+full and single-range bodies go through gunicorn's sendfile), ``/tee``
+(the same behind a Tee, read in Python) and ``/offload`` (X-Accel-Redirect
+headers only). nginx proxies to it and serves the offloaded files from an
+``internal`` location.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from wsgipipe.testing import GunicornServer, wait_until
+
+pytestmark = pytest.mark.server
+
+SIZE = 3 * 1024 * 1024 + 17
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+APP = """
+import logging
+import os
+import sys
+
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+from wsgipipe import Static, Tee, TransferLog
+from wsgipipe.sinks import Digest
+
+handler = logging.StreamHandler(sys.stderr)
+handler.setFormatter(logging.Formatter("transfer %(message)s"))
+logging.getLogger("wsgipipe").addHandler(handler)
+logging.getLogger("wsgipipe").setLevel(logging.INFO)
+
+root = os.environ["STATIC_ROOT"]
+static = Static(root)
+app = TransferLog(
+    DispatcherMiddleware(
+        static,
+        {
+            "/plain": static,
+            "/tee": Tee(static, Digest()),
+            "/offload": Static(root, offload="x-accel-redirect", offload_prefix="/_files/"),
+        },
+    )
+)
+"""
+
+
+@dataclass
+class Site:
+    server: GunicornServer
+    root: Path
+    content: bytes
+
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, *, port: int | None = None,
+        method: str = "GET",
+    ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.server.port, timeout=10)
+        try:
+            conn.request(method, path, headers=headers or {})
+            res = conn.getresponse()
+            return res.status, dict(res.getheaders()), res.read()
+        finally:
+            conn.close()
+
+    def line(self, path: str) -> str:
+        """The transfer line gunicorn logged for ``path``."""
+        pattern = rf"transfer (?:GET|HEAD) {re.escape(path)} .*"
+        assert self.server.wait_for_log(pattern), self.server.log[-2000:]
+        return re.findall(pattern, self.server.log)[0]
+
+    def fresh(self, name: str) -> str:
+        """A new name for big.bin, so that each test finds its own transfer line."""
+        os.link(self.root / "big.bin", self.root / name)
+        return name
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    base = tmp_path_factory.mktemp("static-site")
+    root = base / "root"
+    root.mkdir()
+    content = os.urandom(SIZE)
+    (root / "big.bin").write_bytes(content)
+    (root / "small.txt").write_bytes(b"small file\n")
+    (root / "a b.txt").write_bytes(b"spaced name\n")
+    (root / "sub").mkdir()
+    (root / "sub" / "page.html").write_bytes(b"<p>page</p>")
+    (root / "link-etc").symlink_to("/etc")
+    (base / "app").mkdir()
+    (base / "app" / "static_site.py").write_text(APP)
+    env = {"STATIC_ROOT": str(root)}
+    with GunicornServer("static_site:app", cwd=base / "app", env=env, timeout=10) as server:
+        yield Site(server, root, content)
+
+
+class TestZeroCopy:
+    def test_full_response_goes_via_sendfile(self, site: Site) -> None:
+        name = site.fresh("full.bin")
+        status, _, body = site.get(f"/plain/{name}")
+        assert status == 200
+        assert body == site.content
+        line = site.line(f"/plain/{name}")
+        assert f"200 finished {SIZE}/{SIZE} B" in line
+        assert "via=sendfile" in line
+
+    def test_range_goes_via_sendfile_from_the_offset(self, site: Site) -> None:
+        name = site.fresh("range.bin")
+        status, headers, body = site.get(f"/plain/{name}", {"Range": "bytes=1000-2000999"})
+        assert status == 206
+        assert body == site.content[1000:2001000]
+        assert headers["Content-Range"] == f"bytes 1000-2000999/{SIZE}"
+        line = site.line(f"/plain/{name}")
+        assert "206 finished 2000000/2000000 B" in line
+        assert "via=sendfile" in line
+
+    def test_with_a_tee_the_same_bytes_go_via_python(self, site: Site) -> None:
+        status, _, body = site.get("/tee/big.bin", {"Range": "bytes=1000-2000999"})
+        assert status == 206
+        assert body == site.content[1000:2001000]
+        line = site.line("/tee/big.bin")
+        assert "via=python" in line
+        assert "sha256=" in line
+
+    def test_multipart_goes_via_python(self, site: Site) -> None:
+        name = site.fresh("multi.bin")
+        status, headers, body = site.get(f"/plain/{name}", {"Range": "bytes=0-9,-10"})
+        assert status == 206
+        assert headers["Content-Type"].startswith("multipart/byteranges; boundary=")
+        assert site.content[:10] in body and site.content[-10:] in body
+        assert int(headers["Content-Length"]) == len(body)
+        assert "via=python" in site.line(f"/plain/{name}")
+
+    def test_sendfile_syscalls_counted_with_strace(self, site: Site) -> None:
+        strace = shutil.which("strace")
+        if strace is None:
+            pytest.skip("strace is not installed")
+        worker = site.server.worker_pids()[0]
+        out = site.root.parent / "strace.out"
+        tracer = subprocess.Popen(
+            [strace, "-f", "-qq", "-e", "trace=sendfile", "-o", str(out), "-p", str(worker)],
+            stderr=subprocess.PIPE,
+        )
+        try:
+            time.sleep(0.5)  # attach
+            if tracer.poll() is not None:
+                pytest.skip(f"strace cannot attach here: {tracer.stderr.read()!r}")  # type: ignore[union-attr]
+            assert site.get("/plain/big.bin", {"Range": "bytes=5-"})[2] == site.content[5:]
+            assert site.get("/tee/small.txt")[2] == b"small file\n"
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(10)
+            tracer.stderr.close()  # type: ignore[union-attr]
+        calls = re.findall(r"sendfile\(\d+, \d+, \[?(\d+)\]?.*= (\d+)", out.read_text())
+        assert calls, out.read_text()
+        assert sum(int(sent) for _, sent in calls) == SIZE - 5  # all of it by the kernel
+        assert min(int(offset) for offset, _ in calls) == 5
+
+
+class TestOverTheWire:
+    ATTACKS = (
+        "/plain/../etc/passwd",
+        "/plain/..%2f..%2fetc/passwd",
+        "/plain/%2e%2e/%2e%2e/etc/passwd",
+        "/plain/c:/windows/win.ini",
+        "/plain/c%3a%5cwindows%5cwin.ini",
+        "/plain/sub/NUL",
+        "/plain/sub/../../static-site0/app/static_site.py",
+        "/plain/link-etc/passwd",
+        "/plain/small.txt%00.png",
+        "/plain/%2e%2e%2fapp/static_site.py",
+    )
+
+    def raw(self, site: Site, target: str) -> tuple[int, bytes]:
+        """Send the request line exactly as written: no client normalization."""
+        with socket.create_connection(("127.0.0.1", site.server.port), timeout=10) as sock:
+            sock.sendall(f"GET {target} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+    def test_attacks_get_the_plain_404(self, site: Site) -> None:
+        expected = self.raw(site, "/plain/nope.txt")
+        assert expected[0] == 404
+        for target in self.ATTACKS:
+            assert self.raw(site, target) == expected, target
+        assert site.server.open_files(site.root) == []
+
+    def test_files_released_after_everything(self, site: Site) -> None:
+        with socket.create_connection(("127.0.0.1", site.server.port), timeout=10) as sock:
+            sock.sendall(b"GET /plain/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.recv(1024)  # then hang up mid-body
+        assert wait_until(lambda: site.server.open_files(site.root) == [], 5)
+
+
+# -- nginx -------------------------------------------------------------------------
+NGINX_CONF = """
+{user}worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+        }}
+        location /_files/ {{
+            internal;
+            alias {root}/;
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def nginx(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    if NGINX is None:
+        pytest.skip("nginx is not installed (make test installs it from Debian's packages)")
+    tmp = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    # Workers run as "nobody" when the master is root; pytest's temp dirs are private.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(
+        textwrap.dedent(NGINX_CONF).format(
+            user=user, tmp=tmp, port=port, upstream=site.server.port, root=site.root
+        )
+    )
+    proc = subprocess.Popen(
+        [NGINX, "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        up = wait_until(lambda: _listening(port) or proc.poll() is not None, 10)
+        if not up or proc.poll() is not None:
+            pytest.fail(f"nginx did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        proc.stderr.close()  # type: ignore[union-attr]
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+class TestNginxOffload:
+    def test_full_file_sent_by_nginx(self, site: Site, nginx: int) -> None:
+        status, headers, body = site.get("/offload/big.bin", port=nginx)
+        assert status == 200
+        assert body == site.content
+        assert headers["Server"].startswith("nginx")
+        assert headers["Content-Length"] == str(SIZE)
+        assert headers["Content-Type"] == "application/octet-stream"  # ours, kept by nginx
+        assert headers["Cache-Control"] == "public, max-age=60"
+        assert "X-Accel-Redirect" not in headers
+        assert "200 finished 0/0 B" in site.line("/offload/big.bin")
+
+    def test_range_served_by_nginx(self, site: Site, nginx: int) -> None:
+        status, headers, body = site.get("/offload/big.bin", {"Range": "bytes=-100"}, port=nginx)
+        assert status == 206
+        assert body == site.content[-100:]
+        assert headers["Content-Range"] == f"bytes {SIZE - 100}-{SIZE - 1}/{SIZE}"
+
+    def test_conditional_served_by_nginx(self, site: Site, nginx: int) -> None:
+        _, first, _ = site.get("/offload/small.txt", port=nginx)
+        status, _, body = site.get(
+            "/offload/small.txt", {"If-None-Match": first["ETag"]}, port=nginx
+        )
+        assert status == 304
+        assert body == b""
+        since = {"If-Modified-Since": first["Last-Modified"]}
+        assert site.get("/offload/small.txt", since, port=nginx)[0] == 304
+
+    def test_head_and_encoded_names(self, site: Site, nginx: int) -> None:
+        status, headers, body = site.get("/offload/big.bin", port=nginx, method="HEAD")
+        assert (status, body, headers["Content-Length"]) == (200, b"", str(SIZE))
+        assert site.get("/offload/a%20b.txt", port=nginx)[2] == b"spaced name\n"
+
+    def test_internal_location_and_refusals(self, site: Site, nginx: int) -> None:
+        assert site.get("/_files/small.txt", port=nginx)[0] == 404  # internal only
+        assert site.get("/offload/link-etc/passwd", port=nginx)[0] == 404
+        assert site.get("/offload/nope.txt", port=nginx)[0] == 404
