@@ -28,5 +28,22 @@ pytest: $(STAMP)
 	bash .ci/system-deps
 	$(BIN)/python -m pytest -W error::ResourceWarning
 
+# Benchmarks (bench/, docs/benchmarks.md): a full run rewrites bench/results.md
+# and the charts; bench-check is a quick run that fails when a target is missed.
+# BENCH_ARGS passes options through, e.g. BENCH_ARGS="--only download".
+BENCH_STAMP = $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	bash bench/system-deps
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-check: $(BENCH_STAMP)
+	bash bench/system-deps
+	$(BIN)/python -m bench --quick --check $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
