@@ -357,6 +357,20 @@ class TestPrecompressed:
         assert body == encoded[2:10]
         assert headers["Content-Range"] == f"bytes 2-9/{len(encoded)}"
 
+    def test_stale_sibling_is_skipped(self, root: Path) -> None:
+        app = Static(root)
+        st = os.stat(root / "style.css.gz")
+        os.utime(root / "style.css.br", ns=(st.st_atime_ns, st.st_mtime_ns - 5_000_000_000))
+        (root / "style.css").write_bytes(CSS)  # edited after compression
+        os.utime(root / "style.css", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+        _, headers, body = self.get(app, "br, gzip")
+        assert "Content-Encoding" not in headers
+        assert body == CSS
+
+    def test_sibling_without_the_file_is_404(self, root: Path) -> None:
+        (root / "style.css").unlink()
+        assert self.get(Static(root), "gzip")[0] == "404 Not Found"
+
     def test_off(self, root: Path) -> None:
         _, headers, _ = self.get(Static(root, precompressed=()), "gzip, br")
         assert "Content-Encoding" not in headers
@@ -525,10 +539,22 @@ class TestZeroCopy:
         assert body == DATA[position:]
         assert leaked(root) == []
 
-    def test_small_files_use_the_wrapper_too(self, root: Path) -> None:
+    def test_small_files_are_read_at_once_and_released(self, root: Path) -> None:
         WrapperSpy.made.clear()
-        call(Static(root), "/hello.txt", **{"wsgi.file_wrapper": WrapperSpy})
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/hello.txt", "wsgi.file_wrapper": WrapperSpy}
+        body = Static(root)(env, lambda status, headers, exc_info=None: None)
+        assert leaked(root) == []  # before the first byte is even asked for
+        assert b"".join(body) == TEXT
+        body.close()  # type: ignore[attr-defined]
+        assert WrapperSpy.made == []
+
+    def test_small_file_limit_zero_always_streams(self, root: Path) -> None:
+        WrapperSpy.made.clear()
+        _, _, body = call(
+            Static(root, small_file=0), "/hello.txt", **{"wsgi.file_wrapper": WrapperSpy}
+        )
         assert len(WrapperSpy.made) == 1
+        assert body == TEXT
 
     def test_switch_off(self, root: Path) -> None:
         WrapperSpy.made.clear()

@@ -28,9 +28,21 @@ if TYPE_CHECKING:
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-__all__ = ["ByteRanges", "Entity", "FileResponse", "entity_for", "file_response", "respond"]
+__all__ = [
+    "SMALL_FILE",
+    "ByteRanges",
+    "Entity",
+    "FileResponse",
+    "Loaded",
+    "entity_for",
+    "file_response",
+    "respond",
+]
 
 Headers = list[tuple[str, str]]
+
+#: Bodies up to this size are read at once instead of streamed (see respond()).
+SMALL_FILE = 16 * 1024
 
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 
@@ -105,6 +117,7 @@ def respond(
     *,
     name: str = "",
     zero_copy: bool = True,
+    small_file: int = SMALL_FILE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> FileResponse:
     """Decide the response for the open regular file ``fd`` whose fstat is ``st``.
@@ -112,6 +125,13 @@ def respond(
     Takes ownership of the descriptor: it ends up in the body or closed.
     Evaluates preconditions (412/304), ``Range``/``If-Range`` (206/416) and
     HEAD, which never reads the file. ``name`` only labels errors.
+
+    Bodies up to ``small_file`` bytes are read with one ``pread`` and the
+    descriptor is closed before the response starts: a slow client then
+    pins no file, and one read costs less than setting up a stream. Larger
+    bodies stream, through the server's ``wsgi.file_wrapper`` when offered
+    (sendfile under gunicorn) unless ``zero_copy`` is off. Several ranges
+    are always read in Python (:class:`ByteRanges`).
     """
     try:
         status, headers, ranges, plan = _decide(environ, st.st_size, entity)
@@ -122,14 +142,15 @@ def respond(
         os.close(fd)
         return FileResponse(status, headers, _empty(environ, status))
     start, stop = ranges[0] if ranges else (0, st.st_size)
+    length = stop - start
     offered = zero_copy and "wsgi.file_wrapper" in environ
     body: Body
-    if plan is None and stop - start <= chunk_size and not offered:
-        body = Loaded(fd, start, stop - start, name)  # one read; the descriptor is freed now
+    if plan is None and (length <= small_file or (length <= chunk_size and not offered)):
+        body = Loaded(fd, start, length, name)  # one read; the descriptor is freed now
     elif plan is not None:
         body = ByteRanges(io.FileIO(fd, "rb", closefd=True), plan, chunk_size=chunk_size)
     else:
-        body = _stream(fd, start, stop - start, chunk_size=chunk_size, zero_copy=zero_copy)
+        body = _stream(fd, start, length, chunk_size=chunk_size, zero_copy=zero_copy)
     return FileResponse(status, headers, body)
 
 
@@ -334,6 +355,7 @@ def file_response(
     mimetype: str | None = None,
     cache_control: str | None = "no-cache",
     zero_copy: bool = True,
+    small_file: int = SMALL_FILE,
 ) -> FileResponse:
     """A complete response for one file, as a WSGI app to call.
 
@@ -359,7 +381,7 @@ def file_response(
     except BaseException:
         os.close(fd)
         raise
-    return respond(environ, fd, st, entity, name=name, zero_copy=zero_copy)
+    return respond(environ, fd, st, entity, name=name, zero_copy=zero_copy, small_file=small_file)
 
 
 def open_regular(path: str) -> tuple[int, os.stat_result]:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from . import http
 from .errormap import error_response
 from .errors import ConfigurationError
-from .response import OPEN_FLAGS, Entity, entity_for, respond, stat_key
+from .response import OPEN_FLAGS, SMALL_FILE, Entity, entity_for, respond, stat_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -37,7 +37,9 @@ YEAR = 365 * 24 * 3600
 _SUFFIXES = {"br": ".br", "gzip": ".gz"}
 _ALLOW = [("Allow", "GET, HEAD")]
 _PROC_FD = "/proc/self/fd/"
+# Bounded caches: a flood of distinct paths costs at most this many entries.
 _CACHE_LIMIT = 4096
+_CACHED_PATH_LENGTH = 512
 
 # Windows device names are files in every directory there (CVE-2025-66221).
 _DEVICES = frozenset(
@@ -71,6 +73,7 @@ class Static:
         offload: str | None = None,
         offload_prefix: str = "/_wsgipipe_files/",
         zero_copy: bool = True,
+        small_file: int = SMALL_FILE,
     ) -> None:
         self.root = _real_root(root)
         self.app = app
@@ -78,6 +81,7 @@ class Static:
         self.follow_symlinks = follow_symlinks
         self.allow_hidden = allow_hidden
         self.zero_copy = zero_copy
+        self.small_file = small_file
         self.mimetypes = {k.lower(): v for k, v in (mimetypes or {}).items()}
         self.headers = headers
         self.offload = _offload_mode(offload)
@@ -109,7 +113,9 @@ class Static:
         if self.offload is not None:
             os.close(fd)
             return self._offloaded(start_response, entity, name or "", path)
-        response = respond(environ, fd, st, entity, name=path, zero_copy=self.zero_copy)
+        response = respond(
+            environ, fd, st, entity, name=path, zero_copy=self.zero_copy, small_file=self.small_file
+        )
         return response(environ, start_response)
 
     def _name(self, path_info: str) -> str | None:
@@ -119,9 +125,10 @@ class Static:
         except KeyError:
             pass
         name = _safe_name(path_info, self.index, self.allow_hidden)
-        if len(self._names) >= _CACHE_LIMIT:
-            self._names.clear()
-        self._names[path_info] = name
+        if len(path_info) <= _CACHED_PATH_LENGTH:
+            if len(self._names) >= _CACHE_LIMIT:
+                self._names.clear()
+            self._names[path_info] = name
         return name
 
     # -- opening ------------------------------------------------------------
@@ -138,14 +145,38 @@ class Static:
         use_variants = self.encodings and self.offload is None
         accept = environ.get("HTTP_ACCEPT_ENCODING") if use_variants else None
         if accept:
-            for coding in http.choose_encoding(accept, self.encodings):
-                found = self._open_version(name, path + _SUFFIXES[coding], coding)
-                if isinstance(found, tuple):
-                    return found
+            variant = self._open_variant(name, path, accept)
+            if variant is not None:
+                return variant
         found = self._open_version(name, path, "")
         if found == "dir":
             return self._directory(name)
         return found if isinstance(found, tuple) else None
+
+    def _open_variant(
+        self, name: str, path: str, accept: str
+    ) -> tuple[int, os.stat_result, Entity, str] | None:
+        """The best precompressed sibling the client accepts, if it is not stale.
+
+        A sibling older than the file itself is skipped: the file changed after
+        it was compressed, and serving the old bytes would be a stale response.
+        ``gzip -k`` and ``brotli`` keep the original's mtime, so fresh ones pass.
+        """
+        codings = http.choose_encoding(accept, self.encodings)
+        if not codings:
+            return None
+        try:
+            original = os.stat(path).st_mtime_ns
+        except OSError:
+            return None  # no file, no variants: the same 404 for everyone
+        for coding in codings:
+            found = self._open_version(name, path + _SUFFIXES[coding], coding)
+            if not isinstance(found, tuple):
+                continue
+            if found[1].st_mtime_ns >= original:
+                return found
+            os.close(found[0])
+        return None
 
     def _open_version(
         self, name: str, path: str, coding: str
