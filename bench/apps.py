@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
+from wsgiref.util import FileWrapper
 
 from werkzeug.security import safe_join
 
@@ -54,7 +55,8 @@ def raw(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[byt
     f = open(_path(environ), "rb")  # noqa: SIM115 - the server's wrapper closes it
     size = os.fstat(f.fileno()).st_size
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(size))])
-    wrapper = environ["wsgi.file_wrapper"]
+    # Servers without one (the test client) get wsgiref's, as WhiteNoise does.
+    wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
     result: Iterable[bytes] = wrapper(f, CHUNK)
     return result
 
