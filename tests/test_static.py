@@ -630,6 +630,22 @@ class TestFileResponse:
         client.get("/", headers={"If-None-Match": etag}, status=304)
         assert client.head("/").body == b""
 
+    def test_returned_from_a_flask_view(self, root: Path) -> None:
+        flask = pytest.importorskip("flask")
+        web = flask.Flask(__name__)
+
+        @web.get("/report")
+        def report() -> Any:
+            return file_response(flask.request.environ, root / "data.bin", as_attachment=True)
+
+        with web.test_client() as client:
+            res = client.get("/report", headers={"Range": "bytes=10-19"})
+            assert res.status_code == 206
+            assert res.data == DATA[10:20]
+            assert res.headers["Content-Disposition"] == 'attachment; filename="data.bin"'
+            res.close()
+        assert leaked(root) == []
+
     def test_missing_file_is_404_under_file_errors(self, root: Path) -> None:
         client = TestApp(FileErrors(self.app_for(root / "missing")), lint=True)
         res = client.get("/", status=404)
