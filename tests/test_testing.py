@@ -281,6 +281,21 @@ class TestSocketClients:
         assert result.release_delay is None
         assert result.duration >= 0.02 * 4
 
+    def test_zero_copy_goes_out_through_sendfile(self, big: Path) -> None:
+        recorder = TransferRecorder()
+        result = slow_client(recorder.wrap(file_app(big)), read_size=CHUNK, pause=0, zero_copy=True)
+        assert result.received == big.read_bytes()
+        assert (recorder.last.outcome, recorder.last.notes.get("via")) == ("finished", "sendfile")
+
+    def test_stalled_client_on_the_sendfile_path(self, big: Path) -> None:
+        recorder = TransferRecorder()
+        app = recorder.wrap(IdleTimeout(file_app(big), 0.3))
+        with no_leaked_files(big.parent):
+            result = stalled_client(app, timeout=3.0, zero_copy=True)
+        assert result.release_delay is not None and result.release_delay < 1.5
+        assert (recorder.last.outcome, recorder.last.notes.get("via")) == ("aborted", "sendfile")
+        assert recorder.last.reason == "idle timeout 0.3s"
+
     def test_the_app_sees_the_connection_as_gunicorn_exposes_it(self) -> None:
         seen: list[object] = []
 

@@ -7,11 +7,13 @@ helpers play the server's part of PEP 3333 against any WSGI app, in-process:
 
 * :func:`download` and :func:`disconnect_after` drive the body directly:
   deterministic, no threads, no sockets;
-* :func:`stalled_client` and :func:`slow_client` put a real loopback TCP
-  connection between the body and the client, because what they test is
-  waiting: the server blocks in ``sendall`` while the client does not read,
-  and wsgipipe's own waits poll that connection. The connection is exposed
-  as ``environ["gunicorn.socket"]``, as gunicorn does.
+* :func:`stalled_client`, :func:`slow_client` and :func:`hang_up_after`
+  put a real loopback TCP connection between the body and the client,
+  because what they test is waiting: the server blocks in ``sendall`` while
+  the client does not read, and wsgipipe's own waits poll that connection.
+  The connection is exposed as ``environ["gunicorn.socket"]``, as gunicorn
+  does; with ``zero_copy=True`` they also offer ``wsgi.file_wrapper`` and
+  send such bodies with ``socket.sendfile``, as gunicorn does.
 
 Each accepts a bare WSGI app or a WebTest ``TestApp`` (its ``extra_environ``
 is used, and with ``lint=True`` the app runs under WebTest's lint, which
@@ -21,10 +23,11 @@ also checks that the body is closed).
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,13 +52,14 @@ __all__ = [
 
 Headers = list[tuple[str, str]]
 Deliver = Callable[[bytes], None]  # writes one chunk to the client, raises if it is gone
+SendFile = Callable[[Any, "int | None"], None]  # sends a file object, like socket.sendfile
 
 #: Socket buffers for the simulated connection: small, so that a client that
 #: stops reading blocks the server after a few hundred KiB, as on a real
 #: network once the kernel buffers are full. The receive side stays above
 #: twice the loopback MSS (64 KiB): below that, Linux holds back window
 #: updates (silly-window avoidance) and every read stalls for 200 ms.
-_SEND_BUFFER = 16 * 1024
+_SEND_BUFFER = 64 * 1024
 _RECEIVE_BUFFER = 128 * 1024
 
 
@@ -139,9 +143,42 @@ def _no_write(data: bytes) -> None:
     raise NotImplementedError("the simulated server does not support write()")
 
 
+class FileWrapper:
+    """A ``wsgi.file_wrapper`` like gunicorn's, offered by the socket clients.
+
+    Bodies returned as one of these go out through ``socket.sendfile`` when
+    the file has a real descriptor, as under gunicorn; iterating it reads
+    ``block_size`` bytes at a time.
+    """
+
+    def __init__(self, filelike: Any, block_size: int = 8192) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.filelike.read(self.block_size):
+            yield chunk
+
+    def zero_copy(self) -> bool:
+        try:
+            self.filelike.fileno()
+        except (AttributeError, OSError, ValueError):
+            return False
+        return True
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
 # -- the in-process server loop ------------------------------------------------
 def _serve(
-    app: WSGIApplication, environ: WSGIEnvironment, deliver: Deliver, raise_errors: bool
+    app: WSGIApplication,
+    environ: WSGIEnvironment,
+    deliver: Deliver,
+    raise_errors: bool,
+    sendfile: SendFile | None = None,
 ) -> Download:
     """Call ``app``, hand each chunk to ``deliver`` until it raises, then ``close()``.
 
@@ -153,15 +190,11 @@ def _serve(
     started = time.monotonic()
     returned = app(environ, _start(result))
     result.returned = getattr(returned, "original_iterator", returned)  # under lint
-    writing = False
+    writing = [False]  # set while a write to the client is under way
     try:
-        for chunk in returned:
-            if chunk:
-                writing = True
-                deliver(chunk)
-                writing = False
+        _push(returned, deliver, sendfile, result, writing)
     except Exception as exc:
-        if writing or isinstance(exc, ClientGone):  # the app saw the client leave
+        if writing[0] or isinstance(exc, ClientGone):  # the app saw the client leave
             result.write_error = exc
         else:
             result.error = exc
@@ -172,6 +205,34 @@ def _serve(
     if raise_errors and result.error is not None:
         raise result.error
     return result
+
+
+def _push(
+    returned: Iterable[bytes],
+    deliver: Deliver,
+    sendfile: SendFile | None,
+    result: Download,
+    writing: list[bool],
+) -> None:
+    if sendfile is not None and isinstance(returned, FileWrapper) and returned.zero_copy():
+        # gunicorn's rule: its own wrapper around a real descriptor goes out
+        # with sendfile(2), Content-Length bytes from the current offset.
+        writing[0] = True
+        sendfile(returned.filelike, _content_length(result.headers))
+        writing[0] = False
+        return
+    for chunk in returned:
+        if chunk:
+            writing[0] = True
+            deliver(chunk)
+            writing[0] = False
+
+
+def _content_length(headers: Headers) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _close(returned: Iterable[bytes], result: Download) -> None:
@@ -262,6 +323,13 @@ class _Wire:
         # timeout (wsgipipe's IdleTimeout) fires on a client that stalled.
         self.sock.sendall(chunk)
 
+    def sendfile(self, filelike: Any, count: int | None) -> None:
+        # Like gunicorn: from the descriptor's current offset, at most
+        # Content-Length bytes; socket.sendfile seeks the file to where the
+        # kernel got, which is how a wsgipipe stream counts its bytes.
+        offset = os.lseek(filelike.fileno(), 0, os.SEEK_CUR)
+        self.sock.sendfile(filelike, offset, count)
+
 
 class _Client:
     """The client end: reads with a policy, remembers what it got and when it left."""
@@ -304,17 +372,20 @@ def _over_socket(
     headers: Mapping[str, str] | None,
     environ: Mapping[str, Any] | None,
     timeout: float,
+    zero_copy: bool,
 ) -> Download:
     """Serve one response over a loopback connection to a client run by ``policy``."""
     target, env = _prepare(app, path, method, headers, environ)
     server, client = _connection()
     wire = _Wire(server)
     env["gunicorn.socket"] = server
+    if zero_copy:
+        env["wsgi.file_wrapper"] = FileWrapper
     ended: list[Download | BaseException] = []
 
     def run_server() -> None:
         try:
-            ended.append(_serve(target, env, wire.send, raise_errors=False))
+            ended.append(_serve(target, env, wire.send, False, wire.sendfile))
         except BaseException as exc:  # the app raised before returning a body
             ended.append(exc)
         finally:
@@ -358,6 +429,7 @@ def stalled_client(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     environ: Mapping[str, Any] | None = None,
+    zero_copy: bool = False,
 ) -> Download:
     """A client that reads ``read_first`` bytes, then keeps the connection open
     and reads nothing more.
@@ -376,7 +448,14 @@ def stalled_client(
         side.wire.done.wait(timeout)
 
     return _over_socket(
-        app, path, stall, method=method, headers=headers, environ=environ, timeout=timeout
+        app,
+        path,
+        stall,
+        method=method,
+        headers=headers,
+        environ=environ,
+        timeout=timeout,
+        zero_copy=zero_copy,
     )
 
 
@@ -390,6 +469,7 @@ def slow_client(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     environ: Mapping[str, Any] | None = None,
+    zero_copy: bool = False,
 ) -> Download:
     """A client that reads ``read_size`` bytes every ``pause`` seconds until the end.
 
@@ -402,7 +482,14 @@ def slow_client(
             time.sleep(pause)
 
     return _over_socket(
-        app, path, crawl, method=method, headers=headers, environ=environ, timeout=timeout
+        app,
+        path,
+        crawl,
+        method=method,
+        headers=headers,
+        environ=environ,
+        timeout=timeout,
+        zero_copy=zero_copy,
     )
 
 
@@ -415,6 +502,7 @@ def hang_up_after(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     environ: Mapping[str, Any] | None = None,
+    zero_copy: bool = False,
 ) -> Download:
     """Like :func:`disconnect_after`, over a real connection: read ``nbytes``, then close it.
 
@@ -431,5 +519,12 @@ def hang_up_after(
         side.wire.done.wait(timeout)
 
     return _over_socket(
-        app, path, hang_up, method=method, headers=headers, environ=environ, timeout=timeout
+        app,
+        path,
+        hang_up,
+        method=method,
+        headers=headers,
+        environ=environ,
+        timeout=timeout,
+        zero_copy=zero_copy,
     )
