@@ -18,30 +18,32 @@ Where the server exposes neither, everything degrades to plain behaviour:
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import select
 import socket
 import struct
-import sys
+import termios
+import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from .body import Body, Observed, tracked
 from .errors import ClientGone, ConfigurationError
 from .record import current_transfer
-from .stream import FileStream
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["POLL_INTERVAL", "Connection", "IdleTimeout"]
+__all__ = ["POLL_INTERVAL", "Connection", "IdleTimeout", "Watchdog", "watchdog"]
 
 #: Longest a :meth:`Connection.wait` sleeps without looking at the client;
 #: a disconnect that the socket does not report at once (waitress) is seen
 #: within this bound.
 POLL_INTERVAL = 0.05
 
-_TIMEOUT_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ETIMEDOUT}
 _GONE_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ECONNABORTED}
 
 
@@ -140,22 +142,24 @@ def _peek(sock: socket.socket) -> str:
 class IdleTimeout:
     """Middleware: cut off a client that accepts no bytes for ``seconds``.
 
-    The counterpart of Node's ``server.setTimeout``. It sets, for the time of
-    the response, a send timeout on the client socket gunicorn exposes:
+    The counterpart of Node's ``server.setTimeout``. While a response is
+    being sent, one watchdog thread per process looks at the client socket
+    gunicorn exposes: when bytes are waiting in the socket's send queue
+    (``SIOCOUTQ``) and the client has acknowledged none of them
+    (``TCP_INFO`` ``bytes_acked``) for ``seconds``, it shuts the socket down.
+    The server's blocked ``send()`` or ``sendfile()`` then fails at once with
+    EPIPE, the server closes the body (file released, worker thread free,
+    the other transfers on the worker untouched) and the transfer is
+    recorded as ``aborted`` with ``reason='idle timeout 30s'``.
 
-    * ``SO_SNDTIMEO`` for bodies written from Python: every blocked
-      ``send()`` fails after ``seconds`` without progress, so a slow reader
-      that keeps moving is never cut, only a stalled one;
-    * the socket's Python timeout for a body that may go out through
-      ``wsgi.file_wrapper`` (sendfile): ``socket.sendfile`` waits at most
-      ``seconds`` for the socket to become writable each round.
-
-    When the write fails, the server closes the body (file released, worker
-    thread free, the other transfers on the worker untouched) and the
-    transfer is recorded as ``aborted`` with ``reason='idle timeout 30s'``.
-    Under servers that expose no socket (waitress, the test client) the
-    middleware does nothing; use the server's own setting there (waitress
-    ``channel_timeout``).
+    Progress is what the client acknowledges, not how often the server gets
+    to write, so a slow reader that keeps moving is never cut, whatever the
+    socket buffer sizes; and a response that is merely slow to produce
+    (a :class:`~wsgipipe.Delay`, a :class:`~wsgipipe.Throttle`) has nothing
+    queued and is never cut either. Both the Python path and gunicorn's
+    sendfile path are covered. Under servers that expose no socket (waitress,
+    the test client) or on systems without ``SIOCOUTQ`` the middleware does
+    nothing; use the server's own setting there (waitress ``channel_timeout``).
     """
 
     def __init__(self, app: WSGIApplication, seconds: float) -> None:
@@ -168,59 +172,121 @@ class IdleTimeout:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         sock = Connection(environ).socket
         result = self.app(environ, start_response)
-        if sock is None:
+        if sock is None or _queued(sock) is None:
             return result
         body = tracked(result)
         if body is None:
             body = result = Observed(result)
-        # A bare FileStream (or a server file wrapper around one) may go out
-        # through sendfile, which only honours the Python-level timeout.
-        zero_copy = body is not result or isinstance(result, FileStream)
-        restore = _arm(sock, self.seconds, python_timeout=zero_copy)
-        body.on_close(lambda b: self._closed(b, environ, restore))
+        watch = watchdog().watch(sock, self.seconds)
+        body.on_close(lambda b: self._closed(b, environ, watch))
         return result
 
-    def _closed(self, body: Body, environ: WSGIEnvironment, restore: Callable[[], None]) -> None:
-        # gunicorn closes the body from a ``finally`` while the write error
-        # is still propagating, so the error that ended the transfer is in
-        # sys.exc_info() here.
-        restore()
-        if body.outcome != "finished" and _timed_out(sys.exc_info()[1]):
+    def _closed(self, body: Body, environ: WSGIEnvironment, watch: _Watch) -> None:
+        watchdog().unwatch(watch)
+        if watch.cut and body.outcome != "finished":
             body.abort(self.reason)
             record = current_transfer(environ)
             if record is not None:
                 record.reason = record.reason or self.reason
 
 
-def _arm(sock: socket.socket, seconds: float, *, python_timeout: bool) -> Callable[[], None]:
-    before = sock.gettimeout()
+class _Watch:
+    """One watched response: the socket and when its client last made progress."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.sock = sock
+        self.seconds = seconds
+        self.mark: int | None = None
+        self.since = time.monotonic()
+        self.cut = False
+
+    def check(self, now: float) -> None:
+        queued = _queued(self.sock)
+        if queued is None or self.cut:
+            return  # closed under us, or already cut
+        acked = _acked(self.sock)
+        mark = queued if acked is None else acked  # AF_UNIX has no TCP_INFO
+        if queued == 0 or mark != self.mark:
+            # Nothing waiting for the client, or it took some: not idle.
+            self.mark, self.since = mark, now
+        elif now - self.since >= self.seconds:
+            self.cut = True
+            with suppress(OSError):
+                # Wakes the blocked send()/sendfile() with EPIPE, which every
+                # server treats as a client that went away.
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class Watchdog:
+    """A daemon thread checking every watched response a few times per timeout."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._watches: set[_Watch] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, seconds: float) -> _Watch:
+        watch = _Watch(sock, seconds)
+        with self._cond:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="wsgipipe-idle-timeout", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return watch
+
+    def unwatch(self, watch: _Watch) -> None:
+        with self._cond:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._watches:
+                    self._cond.wait()
+                watches = list(self._watches)
+            now = time.monotonic()
+            for watch in watches:
+                watch.check(now)
+            # A quarter of the shortest timeout: a stall is cut within
+            # seconds * 1.25 at worst, at a cost of a few syscalls.
+            time.sleep(min(max(min(w.seconds for w in watches) / 4, 0.01), 0.25))
+
+
+_watchdogs: dict[int, Watchdog] = {}
+
+
+def watchdog() -> Watchdog:
+    """This process's watchdog (a forked worker gets its own thread)."""
+    pid = os.getpid()
+    found = _watchdogs.get(pid)
+    if found is None:
+        found = _watchdogs.setdefault(pid, Watchdog())
+    return found
+
+
+def _queued(sock: socket.socket) -> int | None:
+    """Bytes in the send queue not yet acknowledged (SIOCOUTQ), None if unknown."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
-        if python_timeout:
-            sock.settimeout(seconds)
-    except OSError:
-        return _nothing  # the socket is already gone; the write will say so
-
-    def restore() -> None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(0))
-            sock.settimeout(before)
-        except OSError:
-            pass  # closed: nothing left to restore
-
-    return restore
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return None
+    return int(struct.unpack("i", raw)[0])
 
 
-def _timeval(seconds: float) -> bytes:
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+def _acked(sock: socket.socket) -> int | None:
+    """``tcpi_bytes_acked`` (Linux >= 4.1), None for other sockets."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if len(raw) < _BYTES_ACKED + 8:
+        return None
+    return int(struct.unpack_from("Q", raw, _BYTES_ACKED)[0])
 
 
-def _timed_out(exc: BaseException | None) -> bool:
-    if isinstance(exc, TimeoutError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in _TIMEOUT_ERRNOS
-
-
-def _nothing() -> None:
-    return None
+#: Offset of ``tcpi_bytes_acked`` in Linux's ``struct tcp_info`` (include/uapi/linux/tcp.h).
+_BYTES_ACKED = 120
+_TCP_INFO_SIZE = 232
