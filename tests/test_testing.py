@@ -26,8 +26,11 @@ from wsgipipe.testing import (
     hang_up_after,
     no_leaked_files,
     open_files,
+    raw_request,
     slow_client,
     stalled_client,
+    transfer_lines,
+    wait_for_transfer,
     wait_until,
 )
 from wsgipipe.through import Delay
@@ -437,11 +440,44 @@ def test_run_gunicorn_fixture(run_gunicorn: Any, worker_class: str, tmp_path: Pa
         "served_app:app", worker_class=worker_class, cwd=tmp_path, env={"ROOT": str(tmp_path)}
     )
     (worker,) = server.worker_pids()
-    assert server.url.startswith("http://127.0.0.1:")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
-        client.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert client.recv(4096)
+    assert server.url == f"http://127.0.0.1:{server.port}"
+    with raw_request(server, "/big.bin") as client:
+        assert client.recv(4096).startswith(b"HTTP/1.1 200 OK")
         # The worker holds the file while the client reads nothing more.
         assert wait_until(lambda: open_files(worker, big.parent) == [str(big)], 5)
     assert wait_until(lambda: server.open_files(big.parent) == [], 5), server.open_files()
-    assert server.wait_for_log(r"GET /big\.bin 200 (aborted|finished)", 5), server.log
+    assert " 200 aborted " in wait_for_transfer(server, "/big.bin")
+
+
+def test_transfer_lines_in_any_log_format() -> None:
+    log = "\n".join(
+        [
+            "[2026-01-01 00:00:00 +0000] [12] wsgipipe GET /a.bin 200 finished 5/5 B 0.00s",
+            '127.0.0.1 - - [01/Jan/2026:00:00:00 +0000] "GET /a.bin HTTP/1.1" 200 5 "-" "-"',
+            "INFO:wsgipipe:HEAD /a.bin 200 finished 0/5 B 0.00s",
+            "wsgipipe GET /a.bin.gz 404 finished 9/9 B 0.00s",
+            "wsgipipe GET /b 200 aborted 65536/? B 1.20s reason='idle timeout 1s'",
+        ]
+    )
+    assert transfer_lines(log, "/a.bin") == ["GET /a.bin 200 finished 5/5 B 0.00s"]
+    assert transfer_lines(log, "/a.bin", method="HEAD") == ["HEAD /a.bin 200 finished 0/5 B 0.00s"]
+    assert [line.split()[1] for line in transfer_lines(log)] == ["/a.bin", "/a.bin.gz", "/b"]
+
+
+def test_raw_request_sends_one_request() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with raw_request(port, "/x?y=1", method="HEAD", headers={"Range": "bytes=0-1"}):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                received = b""
+                while not received.endswith(b"\r\n\r\n"):
+                    received += conn.recv(1024)
+    assert received.decode().split("\r\n") == [
+        "HEAD /x?y=1 HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Range: bytes=0-1",
+        "",
+        "",
+    ]

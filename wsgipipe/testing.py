@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -54,9 +55,12 @@ __all__ = [
     "hang_up_after",
     "no_leaked_files",
     "open_files",
+    "raw_request",
     "serve",
     "slow_client",
     "stalled_client",
+    "transfer_lines",
+    "wait_for_transfer",
     "wait_until",
 ]
 
@@ -253,6 +257,63 @@ def gunicorn_server(app: str, **options: object) -> Iterator[GunicornServer]:
     server = GunicornServer(app, **options)  # type: ignore[arg-type]
     with server:
         yield server
+
+
+def raw_request(
+    server: GunicornServer | int,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> socket.socket:
+    """Send one HTTP/1.1 request to 127.0.0.1 and return the open socket.
+
+    The caller decides what the client does next: read a little and stall,
+    close early, or read everything. Close it (``with raw_request(...) as
+    sock:``) when done.
+    """
+    port = server if isinstance(server, int) else server.port
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def transfer_lines(log: str, path: str | None = None, *, method: str = "GET") -> list[str]:
+    """The TransferLog lines in ``log`` (any logging format), from the method on.
+
+    With ``path``, only that path's lines, such as
+    ``GET /big.bin 200 aborted 65536/1073741824 B 1.20s``.
+    """
+    target = r"\S+" if path is None else re.escape(path)
+    pattern = (
+        rf"\b{re.escape(method)} {target} (?:\d{{3}}|-) (?:finished|aborted|failed|running) .*"
+    )
+    return re.findall(pattern, log)
+
+
+def wait_for_transfer(
+    server: GunicornServer, path: str, *, count: int = 1, timeout: float = 5.0, method: str = "GET"
+) -> str:
+    """Wait for the ``count``-th transfer line of ``path`` in the server log and return it.
+
+    Fails with the end of the log if it does not come: the transfer line is
+    written at ``close()``, which can come after the client saw its last byte.
+    """
+    if not wait_until(
+        lambda: len(transfer_lines(server.log, path, method=method)) >= count, timeout
+    ):
+        raise AssertionError(
+            f"no transfer line #{count} for {method} {path} within {timeout}s:\n"
+            + server.log[-3000:]
+        )
+    return transfer_lines(server.log, path, method=method)[count - 1]
 
 
 #: The WSGI servers :class:`ServerProcess` knows how to start.
