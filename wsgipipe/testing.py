@@ -11,7 +11,9 @@ Everything here is public and used by wsgipipe's own tests (docs/testing.md):
 * :class:`TransferRecorder`: the :class:`~wsgipipe.Transfer` records of a test;
 * :class:`GunicornServer`, :func:`open_files`, :func:`wait_until`: a real
   gunicorn subprocess on an ephemeral 127.0.0.1 port, and the truth read
-  from ``/proc/<pid>/fd`` rather than from warnings.
+  from ``/proc/<pid>/fd`` rather than from warnings; :func:`raw_request`,
+  :func:`transfer_lines` and :func:`wait_for_transfer` to drive it and read
+  its transfer lines.
 
 The pytest fixtures built on these live in :mod:`wsgipipe.pytest_plugin`.
 """
