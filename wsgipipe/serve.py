@@ -8,8 +8,8 @@ any app in the same layers, outermost first:
   is cut off (30 s by default);
 * :class:`~wsgipipe.Tee`: extra sinks (``stdout``, ``sha256``, ``dir:PATH``);
 * :class:`~wsgipipe.Throttle`: an optional server-side rate limit;
-* :class:`~wsgipipe.FileErrors` around the file app: 404/403, never a
-  traceback or a path.
+* :class:`~wsgipipe.FileErrors` around the file app (:class:`~wsgipipe.Static`
+  for a folder): clean 4xx/5xx, never a traceback or a path.
 
 Throttle and Tee sit outside FileErrors on purpose: FileErrors pulls the first
 chunk of a wrapped body early to catch errors, and a throttle's wait must not
@@ -18,24 +18,21 @@ happen before the status is decided.
 
 from __future__ import annotations
 
-import mimetypes
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
-
-from werkzeug.security import safe_join
 
 from . import sinks
 from .connection import IdleTimeout
 from .errormap import FileErrors
 from .errors import ConfigurationError
-from .stream import FileStream
+from .static import Static
 from .tee import Tee
 from .through import Throttle
 from .transfer import TransferLog
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import WSGIApplication
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "files", "folder_app", "parse_tee", "stack"]
 
@@ -104,62 +101,11 @@ def folder_app(
 
 
 def files(root: str | os.PathLike[str], *, index: str = "index.html") -> WSGIApplication:
-    """GET/HEAD of regular files under ``root``, behind :class:`~wsgipipe.FileErrors`.
+    """Files under ``root``: :class:`~wsgipipe.Static` behind :class:`~wsgipipe.FileErrors`.
 
-    A directory serves its ``index`` or is a 404; nothing outside ``root``
-    (``..``, symlinks leading out) is ever served. Raises
-    :class:`~wsgipipe.errors.ConfigurationError` at once if ``root`` is not
-    a directory.
+    Static gives the HTTP semantics (ranges, conditional requests, path
+    safety, zero-copy); FileErrors turns anything unexpected before the first
+    byte into a clean 500. Raises :class:`~wsgipipe.errors.ConfigurationError`
+    at once if ``root`` is not a directory.
     """
-    return FileErrors(_Files(root, index))
-
-
-class _Files:
-    def __init__(self, root: str | os.PathLike[str], index: str) -> None:
-        self.root = os.path.realpath(root)
-        if not os.path.isdir(self.root):
-            raise ConfigurationError(f"cannot serve {os.fspath(root)!r}: not a directory")
-        self.index = index
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-            body = b"405 Method Not Allowed\n"
-            start_response(
-                "405 Method Not Allowed",
-                [
-                    ("Allow", "GET, HEAD"),
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("Content-Length", str(len(body))),
-                ],
-            )
-            return [body]
-        stream = FileStream(self._resolve(environ.get("PATH_INFO", "/")))
-        try:
-            if not stream.is_regular:
-                raise IsADirectoryError("not a regular file")  # no FIFO or device: 404
-            kind, _ = mimetypes.guess_type(stream.name)
-            headers = [
-                ("Content-Type", kind or "application/octet-stream"),
-                ("Content-Length", str(stream.size)),
-            ]
-        except BaseException:
-            stream.close()
-            raise
-        start_response("200 OK", headers)
-        return stream
-
-    def _resolve(self, path_info: str) -> str:
-        try:
-            # PEP 3333: PATH_INFO is the raw bytes decoded as latin-1.
-            name = path_info.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            raise FileNotFoundError("undecodable path") from None
-        path = safe_join(self.root, name.lstrip("/") or ".")
-        if path is None or "\x00" in path:
-            raise FileNotFoundError("outside the root")
-        if os.path.isdir(path):
-            path = os.path.join(path, self.index)
-        real = os.path.realpath(path)
-        if os.path.commonpath([real, self.root]) != self.root:
-            raise FileNotFoundError("symlink out of the root")  # F37: 404, no oracle
-        return real
+    return FileErrors(Static(root, index=index))
