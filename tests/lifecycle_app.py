@@ -13,6 +13,7 @@ Routes (files come from ``WSGIPIPE_ROOT``):
 * ``/tee-raise/<name>``, ``/tee-slow/<name>``, ``/tee-full/<name>``: the file
   through a :class:`~wsgipipe.Tee` whose sink raises, sleeps 20 ms per chunk,
   or writes to ``/dev/full`` (a real ``ENOSPC`` from the kernel).
+* ``/idle/<name>``: the file behind :class:`~wsgipipe.IdleTimeout` (1 s).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from urllib.parse import parse_qs
 
 from werkzeug.security import safe_join
 
-from wsgipipe import FileErrors, FileStream, Tee, TransferLog
+from wsgipipe import FileErrors, FileStream, IdleTimeout, Static, Tee, TransferLog
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -114,6 +115,7 @@ ROUTES: dict[str, WSGIApplication] = {
     "tee-raise": Tee(files, RaisingSink()),
     "tee-slow": Tee(files, SlowSink()),
     "tee-full": Tee(files, full_disk),
+    "idle": IdleTimeout(files, 1.0),
 }
 
 
@@ -135,3 +137,5 @@ def _log_to_stderr() -> None:
 
 _log_to_stderr()
 app = TransferLog(FileErrors(router))
+#: ``lifecycle_app:static``: the Static app on ROOT, for the bad-input tests.
+static = TransferLog(Static(ROOT))

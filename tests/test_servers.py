@@ -49,6 +49,9 @@ class Server:
     #: How the body left: "sendfile" (the server's zero-copy path) or
     #: "python" (read in chunks, by wsgipipe or by the server's wrapper).
     via: str
+    #: Whether wsgipipe's IdleTimeout can cut off a stalled reader (it needs
+    #: the client socket, which only gunicorn exposes).
+    idle_timeout: bool = False
 
     def start(self, root: Path) -> GunicornServer:
         env = {"WSGIPIPE_ROOT": str(root)}
@@ -65,9 +68,9 @@ class Server:
 
 
 MATRIX = [
-    Server("gunicorn-sync", via="sendfile"),
-    Server("gunicorn-gthread", via="sendfile"),
-    Server("gunicorn-gevent", via="python"),
+    Server("gunicorn-sync", via="sendfile", idle_timeout=True),
+    Server("gunicorn-gthread", via="sendfile", idle_timeout=True),
+    Server("gunicorn-gevent", via="python", idle_timeout=True),
     Server("waitress", via="python"),
     Server("werkzeug", via="python"),
     Server("wsgiref", via="python"),
@@ -244,6 +247,26 @@ def test_stalled_reader_holds_the_file_until_it_leaves(server: Running) -> None:
     assert not server.lines(name)
     _report(server, "stalled then gone", _released_after_close(server, sock))
     assert " 200 aborted " in server.wait_line(name)
+
+
+def test_idle_timeout_on_a_stalled_reader(server: Running) -> None:
+    name = server.file("idle.bin")
+    sock = _raw(server, f"/idle/{name}")
+    sock.recv(1024)
+    stalled = time.monotonic()
+    if server.spec.idle_timeout:
+        # 1 s without progress, then the write fails and close() releases.
+        assert wait_until(lambda: not server.held(), RELEASE_TIMEOUT, 0.01)
+        _report(server, "idle timeout 1s", time.monotonic() - stalled)
+        line = server.wait_line(name)
+        assert " 200 aborted " in line
+        assert "reason='idle timeout 1s'" in line
+        sock.close()
+    else:
+        time.sleep(1.5)
+        assert server.held(), "no idle timeout here: the stalled reader keeps the file"
+        _released_after_close(server, sock)
+        assert " 200 aborted " in server.wait_line(name)
 
 
 def test_next_request_is_served_and_descriptors_are_back(server: Running) -> None:
