@@ -269,6 +269,7 @@ class TestClientGoneIsAnAbort:
         with pytest.raises(ClientGone):
             next(body)
         body.close()
+        assert body.bytes_sent == 1, "the chunk before the disconnect was written"
         assert body.outcome == "aborted"
         assert body.reason == "client disconnected"
         assert body.error is None

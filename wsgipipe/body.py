@@ -132,6 +132,10 @@ class Body:
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, ClientGone):
             # The client left (or stopped reading): an abort, not a failure (F7).
+            # It is raised while the server asks for the next chunk, so the
+            # previous one was written.
+            self.bytes_sent += self._pending
+            self._pending = 0
             self.abort(exc.reason)
             if self.outcome is None:
                 self.outcome = "aborted"
