@@ -13,7 +13,7 @@ import pytest
 from webtest import TestApp
 
 from wsgipipe import ClientGone, ConfigurationError, FileStream, Transfer, TransferLog
-from wsgipipe.testing import open_files
+from wsgipipe.testing import open_files, wait_until
 from wsgipipe.through import Delay, Throttle, Through, parse_rate
 
 if TYPE_CHECKING:
@@ -137,3 +137,36 @@ class TestDelay:
         assert records[0].outcome == "aborted"
         assert records[0].reason == "client disconnected"
         assert records[0].error is None
+
+
+@pytest.mark.server
+def test_waitress_disconnect_during_a_delay_releases_the_file_at_once(data_file: Path) -> None:
+    """waitress exposes ``client_disconnected`` (with request lookahead), not the socket."""
+    from waitress.server import create_server
+
+    records: list[Transfer] = []
+    app = TransferLog(Delay(file_app(data_file), 5), on_done=records.append)
+    server = create_server(
+        app,
+        host="127.0.0.1",
+        port=0,
+        channel_request_lookahead=1,
+        threads=2,
+        clear_untrusted_proxy_headers=True,
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        port = server.effective_port  # type: ignore[union-attr]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert wait_until(lambda: open_files("self", data_file.parent) != [], 5, 0.005)
+            time.sleep(0.2)
+        closed = time.monotonic()
+        assert wait_until(lambda: open_files("self", data_file.parent) == [], 0.5, 0.005)
+        assert time.monotonic() - closed < 0.5
+        assert wait_until(lambda: bool(records), 2)
+        assert records[0].outcome == "aborted"
+        assert records[0].reason == "client disconnected"
+    finally:
+        server.close()

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import select
 import socket
+import ssl
 import struct
 import termios
 import threading
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["POLL_INTERVAL", "Connection", "IdleTimeout", "Watchdog", "watchdog"]
+
+log = logging.getLogger("wsgipipe.connection")
 
 #: Longest a :meth:`Connection.wait` sleeps without looking at the client;
 #: a disconnect that the socket does not report at once (waitress) is seen
@@ -111,7 +115,7 @@ class Connection:
 
 def _peekable(sock: object) -> bool:
     # An SSL socket cannot MSG_PEEK the raw stream; treat it as unobservable.
-    return isinstance(sock, socket.socket) and type(sock).__name__ != "SSLSocket"
+    return isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
 
 
 def _readable(sock: socket.socket, timeout: float) -> bool:
@@ -249,7 +253,10 @@ class Watchdog:
                 watches = list(self._watches)
             now = time.monotonic()
             for watch in watches:
-                watch.check(now)
+                try:
+                    watch.check(now)
+                except Exception:  # never let one socket stop the watchdog
+                    log.exception("idle-timeout check failed")
             # A quarter of the shortest timeout: a stall is cut within
             # seconds * 1.25 at worst, at a cost of a few syscalls.
             time.sleep(min(max(min(w.seconds for w in watches) / 4, 0.01), 0.25))
