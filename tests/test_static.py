@@ -485,7 +485,14 @@ class TestConfiguration:
 
     @pytest.mark.parametrize(
         "options",
-        [{"offload": "nginx"}, {"offload_prefix": "internal"}, {"precompressed": ("zstd",)}],
+        [
+            {"offload": "nginx"},
+            {"offload_prefix": "internal"},
+            {"precompressed": ("zstd",)},
+            {"index": "../index.html"},
+            {"index": "sub/index.html"},
+            {"mimetypes": {"md": "text/markdown"}},
+        ],
     )
     def test_bad_options(self, root: Path, options: dict[str, Any]) -> None:
         with pytest.raises(ConfigurationError):

@@ -77,12 +77,12 @@ class Static:
     ) -> None:
         self.root = _real_root(root)
         self.app = app
-        self.index = index
+        self.index = _index(index)
         self.follow_symlinks = follow_symlinks
         self.allow_hidden = allow_hidden
         self.zero_copy = zero_copy
         self.small_file = small_file
-        self.mimetypes = {k.lower(): v for k, v in (mimetypes or {}).items()}
+        self.mimetypes = _types(mimetypes)
         self.headers = headers
         self.offload = _offload_mode(offload)
         self.offload_prefix = _prefix(offload_prefix)
@@ -277,6 +277,21 @@ def _real_root(root: str | os.PathLike[str]) -> str:
     if not os.path.isdir(real):
         raise ConfigurationError(f"Static root {os.fspath(root)!r} is not a directory")
     return real
+
+
+def _index(index: str | None) -> str | None:
+    # The index is joined to request paths, so it must be one plain segment.
+    if index is not None and ("/" in index or _refused(index, allow_hidden=True)):
+        raise ConfigurationError(f"index must be a plain file name, not {index!r}")
+    return index
+
+
+def _types(mimetypes: Mapping[str, str] | None) -> dict[str, str]:
+    types = {suffix.lower(): kind for suffix, kind in (mimetypes or {}).items()}
+    bad = [suffix for suffix in types if not suffix.startswith(".") or "/" in suffix]
+    if bad:
+        raise ConfigurationError(f"mimetypes keys are extensions such as '.md', not {bad}")
+    return types
 
 
 def _offload_mode(offload: str | None) -> str | None:
