@@ -47,9 +47,7 @@ loglevel = "info"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s"}
-    },
+    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {"wsgipipe": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }

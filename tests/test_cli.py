@@ -99,7 +99,7 @@ def test_serve_runs_gunicorn_with_the_stack(cli_server: tuple[str, Path, Path]) 
     digest = hashlib.sha256(b"hello, wsgipipe\n").hexdigest()
     assert wait_until(lambda: f"sha256={digest}" in log.read_text(), 5), log.read_text()
     text = log.read_text()
-    assert re.search(r"wsgipipe INFO GET /hello.txt 200 finished 16/16 B", text)
+    assert re.search(r"wsgipipe GET /hello.txt 200 finished 16/16 B", text)
     assert "Using worker: gthread" in text
     pids = [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", text)]
     assert pids and all(open_files(pid, root) == [] for pid in pids)

@@ -102,7 +102,7 @@ def start_sixty_second_download(server: GunicornServer) -> dict[str, object]:
 
 
 def transfer_lines(server: GunicornServer, path: str) -> list[str]:
-    return re.findall(rf"wsgipipe INFO GET {re.escape(path)} .*", server.log)
+    return re.findall(rf"wsgipipe GET {re.escape(path)} .*", server.log)
 
 
 def wait_for_line(server: GunicornServer, path: str, count: int = 1, timeout: float = 5) -> str:

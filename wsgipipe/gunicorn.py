@@ -37,9 +37,7 @@ def logconfig(level: str = "INFO") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {
-            "plain": {"format": "%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s"}
-        },
+        "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(name)s %(message)s"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
         "loggers": {"wsgipipe": {"handlers": ["console"], "level": level, "propagate": False}},
     }
