@@ -47,8 +47,14 @@ def _bars(ax: Axes, m: Measurement, xlabel: str) -> None:
     colors = [_color(n, m.baseline) for n in names]
     y = range(len(names))
     ax.barh(y, medians, xerr=[lows, highs], color=colors, capsize=3)
-    ax.legend(handles=_legend(), fontsize=7, loc="lower right")
-    ax.set_yticks(list(y), [LABELS.get(n, n) for n in names], fontsize=8)
+    # Below the bars, so it never hides one.
+    ax.legend(
+        handles=_legend(), fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16)
+    )
+    # The median goes in the label: nginx's bar can dwarf the others.
+    values = [f"{v:,.0f}" if v >= 100 else f"{v:.2f}" for v in medians]
+    labels = [f"{LABELS.get(n, n)}  {v}" for n, v in zip(names, values, strict=True)]
+    ax.set_yticks(list(y), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_title(m.title, fontsize=9)
@@ -79,6 +85,6 @@ def _save(fig: Figure, directory: str, name: str) -> str:
 
     path = os.path.join(directory, name)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

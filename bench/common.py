@@ -41,7 +41,7 @@ LABELS = {
 class Settings:
     """How long and how often to measure; ``quick()`` is the short variant."""
 
-    runs: int = 5
+    runs: int = 7
     slow_runs: int = 3
     inprocess_seconds: float = 1.0
     wrk_seconds: float = 3.0
