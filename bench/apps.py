@@ -204,7 +204,9 @@ def available(name: str) -> str | None:
     try:
         build(name)
     except ImportError as exc:
-        return f"not available yet ({exc})"
+        if (exc.name or "wsgipipe").startswith("wsgipipe"):
+            return f"not available yet ({exc})"  # a wsgipipe feature still being built
+        return f"skipped: {exc.name} is not installed (pip install -e '.[bench]')"
     except Exception as exc:  # a contender that cannot start is reported, not fatal
         return f"cannot start: {type(exc).__name__}: {exc}"
     return None

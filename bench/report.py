@@ -10,6 +10,13 @@ from .results import Measurement, Results
 from .stats import Ratio
 from .targets import Verdict, judge_all
 
+#: Ratios worth reading beside the baseline's: (section, contender, reference).
+PAIRINGS = [
+    ("download", "tee_discard", "generator"),  # the tee's own cost, both in Python
+    ("download", "tee_sha256", "tee_discard"),  # the cost of hashing
+    ("requests", "static", "nginx"),
+]
+
 CHARTS = {"download": "throughput.png", "inprocess": "requests.png", "requests": "requests.png"}
 
 
@@ -59,6 +66,16 @@ def measurement_table(m: Measurement) -> list[str]:
     return lines
 
 
+def _pairings(m: Measurement) -> list[str]:
+    lines = []
+    for key, name, reference in PAIRINGS:
+        ratio = m.ratio(name, reference) if key == m.key else None
+        if ratio is not None:
+            label = f"{LABELS.get(name, name)} / {LABELS.get(reference, reference)}"
+            lines.append(f"- {label}, same round: {_ratio(ratio)}")
+    return ["", *lines] if lines else []
+
+
 def targets_table(verdicts: Iterable[Verdict]) -> list[str]:
     lines = ["| target | measured | verdict |", "|---|---|---|"]
     for v in verdicts:
@@ -84,6 +101,7 @@ def markdown(results: Results) -> str:
         out += ["", f"## {m.title}", ""]
         out += [f"{note}" for note in m.notes] + ([""] if m.notes else [])
         out += measurement_table(m)
+        out += _pairings(m)
         if m.key in CHARTS:
             out += ["", f"![{m.title}]({CHARTS[m.key]})"]
     return "\n".join(out) + "\n"

@@ -20,8 +20,11 @@ from bench.common import SMALL, rounds
 from bench.inprocess import base_environ, call
 from bench.report import markdown
 from bench.results import Measurement, Results
+from bench.servers import Nginx, nginx_binary, tree
+from bench.servers import gunicorn as bench_gunicorn
 from bench.stats import Ratio, Series, paired_ratios
 from bench.targets import MET, MISSED, TARGETS, UNMEASURED, judge, judge_all
+from wsgipipe.testing import wait_until
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -185,3 +188,31 @@ def test_the_in_process_caller_closes_what_it_gets(data: bytes) -> None:
 def test_clients_talk_only_to_loopback(url: str) -> None:
     with pytest.raises(ValueError, match=r"127\.0\.0\.1"):
         clients.download(url)
+
+
+# -- the servers the harness starts are really stopped -------------------------------
+@pytest.mark.server
+def test_nginx_serves_then_is_stopped_and_cleaned_up(tmp_path: Path) -> None:
+    if nginx_binary() is None:
+        pytest.skip("nginx is not installed (bench/system-deps installs it as root)")
+    (tmp_path / SMALL).write_bytes(b"n" * 1024)
+    with Nginx(str(tmp_path)) as nginx:
+        result = clients.download(f"{nginx.url}/{SMALL}")
+        pids = tree(nginx.pid)
+        conf_dir = nginx.tmp
+    assert (result.status, result.size) == (200, 1024)
+    assert len(pids) == 2  # master and the one worker
+    assert wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), 5)
+    assert not os.path.exists(conf_dir)
+
+
+@pytest.mark.server
+def test_file_stream_contender_goes_zero_copy_under_gunicorn(tmp_path: Path) -> None:
+    body = os.urandom(300_000)
+    (tmp_path / SMALL).write_bytes(body)
+    with bench_gunicorn("file_stream_logged", str(tmp_path)) as server:
+        result = clients.download(f"{server.url}/{SMALL}")
+        assert server.wait_for_log(r"GET /small\.txt 200 finished .*via=sendfile", 5)
+        pid = server.pid
+    assert (result.status, result.size) == (200, len(body))
+    assert not os.path.exists(f"/proc/{pid}")
