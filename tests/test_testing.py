@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import socket
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
@@ -213,6 +214,17 @@ class TestDisconnectAfter:
         )
         assert (seen["HTTP_RANGE"], seen["x.y"]) == ("bytes=0-1", 1)
 
+    def test_environ_overrides_what_was_built(self) -> None:
+        seen: list[str] = []
+
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+            seen.append(environ["PATH_INFO"])
+            start_response("200 OK", [])
+            return []
+
+        download(app, environ={"PATH_INFO": "/a/%2e%2e/b"})
+        assert seen == ["/a/%2e%2e/b"]
+
 
 class TestDownload:
     def test_reads_everything_and_the_tee_saw_the_same(self, big: Path) -> None:
@@ -341,6 +353,15 @@ class TestTransferRecorder:
         app = TransferLog(Tee(file_app(big), sinks.Digest()), on_done=recorder)
         download(app)
         assert recorder.last.notes["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+
+
+def test_loading_the_toolkit_imports_no_server_and_no_test_client() -> None:
+    code = (
+        "import sys, wsgipipe.pytest_plugin, wsgipipe.testing;"
+        "print([m for m in ('gunicorn', 'webtest', 'flask') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- the pytest plugin ----------------------------------------------------------------
