@@ -225,6 +225,19 @@ class TestDisconnectAfter:
         download(app, environ={"PATH_INFO": "/a/%2e%2e/b"})
         assert seen == ["/a/%2e%2e/b"]
 
+    def test_start_response_with_exc_info_after_the_first_byte_raises(self) -> None:
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterator[bytes]:
+            start_response("200 OK", [])
+            yield b"first"
+            try:
+                raise OSError("disk gone")
+            except OSError:
+                start_response("500 Internal Server Error", [], sys.exc_info())
+            yield b"never"
+
+        with pytest.raises(OSError, match="disk gone"):
+            download(app)
+
 
 class TestDownload:
     def test_reads_everything_and_the_tee_saw_the_same(self, big: Path) -> None:

@@ -85,6 +85,8 @@ class Download:
     release_delay: float | None = None
     #: ``time.monotonic()`` when ``close()`` returned.
     closed_at: float = 0.0
+    #: True once the first body byte was handed to the client (headers are out).
+    headers_sent: bool = False
 
     @property
     def body(self) -> Body | None:
@@ -131,7 +133,7 @@ def _start(result: Download) -> Callable[..., Callable[[bytes], object]]:
     def start_response(
         status: str, headers: Headers, exc_info: OptExcInfo | None = None
     ) -> Callable[[bytes], object]:
-        if exc_info is not None and exc_info[1] is not None and result.received:
+        if exc_info is not None and exc_info[1] is not None and result.headers_sent:
             raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late
         result.status, result.headers = status, list(headers)
         return _no_write
@@ -217,13 +219,13 @@ def _push(
     if sendfile is not None and isinstance(returned, FileWrapper) and returned.zero_copy():
         # gunicorn's rule: its own wrapper around a real descriptor goes out
         # with sendfile(2), Content-Length bytes from the current offset.
-        writing[0] = True
+        writing[0] = result.headers_sent = True
         sendfile(returned.filelike, _content_length(result.headers))
         writing[0] = False
         return
     for chunk in returned:
         if chunk:
-            writing[0] = True
+            writing[0] = result.headers_sent = True
             deliver(chunk)
             writing[0] = False
 
