@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,8 +157,8 @@ class TestZeroCopy:
             stderr=subprocess.PIPE,
         )
         try:
-            time.sleep(0.5)  # attach
-            if tracer.poll() is not None:
+            attached = wait_until(lambda: _traced(worker) or tracer.poll() is not None, 10)
+            if not attached or tracer.poll() is not None:
                 pytest.skip(f"strace cannot attach here: {tracer.stderr.read()!r}")  # type: ignore[union-attr]
             assert site.get("/plain/big.bin", {"Range": "bytes=5-"})[2] == site.content[5:]
             assert site.get("/tee/small.txt")[2] == b"small file\n"
@@ -171,6 +170,16 @@ class TestZeroCopy:
         assert calls, out.read_text()
         assert sum(int(sent) for _, sent in calls) == SIZE - 5  # all of it by the kernel
         assert min(int(offset) for offset, _ in calls) == 5
+
+
+def _traced(pid: int) -> bool:
+    """Whether every thread of ``pid`` has a tracer attached (strace is ready)."""
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    for task in tasks:
+        status = (task / "status").read_text()
+        if re.search(r"^TracerPid:\s+0$", status, re.MULTILINE):
+            return False
+    return bool(tasks)
 
 
 class TestOverTheWire:
