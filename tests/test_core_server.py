@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from wsgipipe.testing import GunicornServer, wait_until
+from wsgipipe.testing import (
+    GunicornServer,
+    raw_request,
+    transfer_lines,
+    wait_for_transfer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.server
 
@@ -49,13 +54,8 @@ def server(request: pytest.FixtureRequest, root: Path) -> Iterator[GunicornServe
         yield server
 
 
-def lines(server: GunicornServer, path: str) -> list[str]:
-    return [line for line in server.log.splitlines() if f" wsgipipe GET {path} " in line]
-
-
-def wait_line(server: GunicornServer, path: str, count: int) -> list[str]:
-    assert wait_until(lambda: len(lines(server, path)) >= count, 10), server.log[-3000:]
-    return lines(server, path)
+def count(server: GunicornServer, path: str) -> int:
+    return len(transfer_lines(server.log, path))
 
 
 def held(server: GunicornServer, root: Path) -> list[str]:
@@ -66,38 +66,32 @@ def curl(url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["curl", "-s", "--max-time", "30", *args, url], capture_output=True)
 
 
-def raw_get(server: GunicornServer, path: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-    return sock
-
-
 def test_full_download_is_zero_copy_and_finished(server: GunicornServer, root: Path) -> None:
-    before = len(lines(server, "/file/big.bin"))
+    before = count(server, "/file/big.bin")
     result = curl(f"{server.url}/file/big.bin")
     assert result.stdout == (root / "big.bin").read_bytes()
-    line = wait_line(server, "/file/big.bin", before + 1)[-1]
+    line = wait_for_transfer(server, "/file/big.bin", count=before + 1, timeout=10)
     assert f" 200 finished {SIZE}/{SIZE} B " in line
     assert "via=sendfile" in line, "no tee, regular file: gunicorn's sendfile path"
     assert wait_until(lambda: not held(server, root), 1)
 
 
 def test_tee_falls_back_to_python_with_the_same_bytes(server: GunicornServer, root: Path) -> None:
-    before = len(lines(server, "/tee/big.bin"))
+    before = count(server, "/tee/big.bin")
     result = curl(f"{server.url}/tee/big.bin")
     body = result.stdout
     assert body == (root / "big.bin").read_bytes()
-    line = wait_line(server, "/tee/big.bin", before + 1)[-1]
+    line = wait_for_transfer(server, "/tee/big.bin", count=before + 1, timeout=10)
     assert "via=python" in line
     assert f"sha256={hashlib.sha256(body).hexdigest()}" in line
 
 
 @pytest.mark.parametrize("path", ["/bytesio", "/pipe", "/proc"])
 def test_unsendfileable_sources_are_read_in_python(server: GunicornServer, path: str) -> None:
-    before = len(lines(server, path))
+    before = count(server, path)
     result = curl(f"{server.url}{path}", "-w", "%{http_code}")
     assert result.stdout.endswith(b"200") and len(result.stdout) > 3
-    line = wait_line(server, path, before + 1)[-1]
+    line = wait_for_transfer(server, path, count=before + 1, timeout=10)
     assert " finished " in line and "via=python" in line
 
 
@@ -105,7 +99,7 @@ def test_unsendfileable_sources_are_read_in_python(server: GunicornServer, path:
 def test_curl_killed_mid_download_releases_the_file(
     server: GunicornServer, root: Path, route: str
 ) -> None:
-    before = len(lines(server, route))
+    before = count(server, route)
     client = subprocess.Popen(
         ["curl", "-s", "--limit-rate", "200k", "-o", os.devnull, f"{server.url}{route}"]
     )
@@ -118,19 +112,19 @@ def test_curl_killed_mid_download_releases_the_file(
     killed = time.monotonic()
     assert wait_until(lambda: not held(server, root), 1.0), "descriptor still open after 1 s"
     released_after = time.monotonic() - killed
-    line = wait_line(server, route, before + 1)[-1]
+    line = wait_for_transfer(server, route, count=before + 1, timeout=10)
     assert " 200 aborted " in line, line
     assert released_after < 1.0
     assert curl(f"{server.url}/file/small.txt").stdout == b"hello\n", "next request served"
 
 
 def test_raw_socket_closed_after_first_bytes(server: GunicornServer, root: Path) -> None:
-    before = len(lines(server, "/file/big.bin"))
-    sock = raw_get(server, "/file/big.bin")
+    before = count(server, "/file/big.bin")
+    sock = raw_request(server, "/file/big.bin")
     assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     sock.close()
     assert wait_until(lambda: not held(server, root), 1.0)
-    line = wait_line(server, "/file/big.bin", before + 1)[-1]
+    line = wait_for_transfer(server, "/file/big.bin", count=before + 1, timeout=10)
     sent = int(re.search(r" aborted (\d+)/", line).group(1))  # type: ignore[union-attr]
     assert 0 <= sent < SIZE
 
