@@ -15,7 +15,7 @@ import pytest
 from webtest import TestApp
 
 from wsgipipe import ConfigurationError, FileStream, SinkError, Tee, TransferLog, sinks
-from wsgipipe.testing import open_files
+from wsgipipe.testing import disconnect_after, open_files
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -190,3 +190,17 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def test_an_aborted_copy_holds_exactly_what_the_server_accepted(data: Path) -> None:
+    capture = sinks.Capture()
+    result = disconnect_after(Tee(file_app(data, chunk_size=65536), capture), 65536)
+    assert result.received == data.read_bytes()[:65536]
+    assert bytes(capture.last.body) == result.received
+    assert capture.last.outcome == "aborted"
+
+
+def test_strict_mode_copies_before_handing_on(data: Path) -> None:
+    capture = sinks.Capture()
+    disconnect_after(Tee(file_app(data, chunk_size=65536), capture, strict=True), 65536)
+    assert bytes(capture.last.body) == data.read_bytes()[:131072], "includes the chunk in flight"

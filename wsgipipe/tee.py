@@ -36,8 +36,14 @@ class Tee:
     ``(environ, status, headers) -> writer | None`` (one writer per response;
     told the outcome through ``finish(outcome)`` if it has one, then closed).
 
+    By default a sink receives exactly the bytes the server accepted: a chunk
+    is copied once the server asks for the next one, so the copy of an aborted
+    response never holds the chunk whose write failed.
+
     With ``strict=True`` a failing sink fails the response instead of being
     detached: the exception reaches the server, which aborts the connection.
+    Chunks are then copied *before* they are handed on, so a sink never holds
+    less than the client received.
     A tee reads the body in Python, so it turns off the server's zero-copy
     path for the responses it copies.
     """
@@ -86,6 +92,7 @@ class _Copy:
         self.owned: list[Any] = []  # per-response writers, closed at the end
         self.failed: set[int] = set()
         self.started = False
+        self.pending = b""  # handed to the server, not yet known to be written
 
     def _start(self) -> None:
         self.started = True
@@ -100,6 +107,20 @@ class _Copy:
                 self.active.append(writer)
 
     def write(self, chunk: bytes) -> bytes:
+        """The per-chunk transform: copy, then hand the chunk on unchanged."""
+        if self.tee.strict:
+            self._copy(chunk)  # the sinks have it before the client does
+            return chunk
+        # By default a chunk is copied once the server asks for the next one,
+        # i.e. once its write succeeded, so that a copy never holds more than
+        # the server accepted (the same rule as Body.bytes_sent).
+        self._copy(self.pending)
+        self.pending = chunk
+        return chunk
+
+    def _copy(self, chunk: bytes) -> None:
+        if not chunk:
+            return
         if not self.started:
             self._start()
         for sink in tuple(self.active):
@@ -109,7 +130,6 @@ class _Copy:
                 self.active = [s for s in self.active if s is not sink]
                 self.failed.add(id(sink))
                 self._sink_failed(sink, exc)
-        return chunk
 
     def _sink_failed(self, sink: object, exc: Exception) -> None:
         if self.tee.strict:
@@ -117,6 +137,8 @@ class _Copy:
         log.error("tee sink %r failed and was detached; the response goes on", sink, exc_info=exc)
 
     def finish(self, body: Body) -> None:
+        if body.outcome == "finished":
+            self._copy(self.pending)  # the server came back after the last chunk
         if not self.started and body.outcome == "finished":
             self._start()  # an empty body still gets its per-response sinks (sha256 of b"")
         outcome = body.outcome or "aborted"
