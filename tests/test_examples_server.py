@@ -9,7 +9,6 @@ restarted (except the sync-worker kill that one test pins down on purpose).
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 import threading
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from examples.clients import control, large_abort, limit_rate, one_chunk, slow_open, slow_reader
 from examples.clients._http import connect, read_head
-from wsgipipe.testing import GunicornServer, wait_until
+from wsgipipe.testing import GunicornServer, transfer_lines, wait_for_transfer, wait_until
 
 pytestmark = pytest.mark.server
 
@@ -101,15 +100,8 @@ def start_sixty_second_download(server: GunicornServer) -> dict[str, object]:
     return outcome
 
 
-def transfer_lines(server: GunicornServer, path: str) -> list[str]:
-    return re.findall(rf"wsgipipe GET {re.escape(path)} .*", server.log)
-
-
-def wait_for_line(server: GunicornServer, path: str, count: int = 1, timeout: float = 5) -> str:
-    assert wait_until(lambda: len(transfer_lines(server, path)) >= count, timeout), server.log[
-        -3000:
-    ]
-    return transfer_lines(server, path)[count - 1]
+def lines(server: GunicornServer, path: str) -> int:
+    return len(transfer_lines(server.log, path))
 
 
 def released(server: GunicornServer, root: Path, within: float) -> bool:
@@ -122,37 +114,37 @@ def assert_serves(server: GunicornServer, root: Path) -> None:
 
 
 def test_control_download(server: GunicornServer, root: Path, tmp_path: Path) -> None:
-    before = len(transfer_lines(server, "/big.bin"))
+    before = lines(server, "/big.bin")
     result = control.run(f"{server.url}/big.bin", tmp_path / "big.bin", compare=root / "big.bin")
     assert result.status == 200 and result.same is True
-    line = wait_for_line(server, "/big.bin", before + 1)
+    line = wait_for_transfer(server, "/big.bin", count=before + 1)
     assert f" 200 finished {result.size}/{result.size} B" in line
     assert "via=sendfile" in line, "zero-copy survives TransferLog and IdleTimeout"
     assert released(server, root, 1)
 
 
 def test_one_chunk_then_abort(server: GunicornServer, root: Path) -> None:
-    before = len(transfer_lines(server, "/big.html"))
+    before = lines(server, "/big.html")
     got = one_chunk.run(f"{server.url}/big.html")
     assert 0 < got <= 65536
     assert released(server, root, 1)
-    line = wait_for_line(server, "/big.html", before + 1)
+    line = wait_for_transfer(server, "/big.html", count=before + 1)
     assert " 200 aborted " in line and "idle timeout" not in line
     assert_serves(server, root)
 
 
 def test_large_abort(server: GunicornServer, root: Path) -> None:
-    before = len(transfer_lines(server, "/big.bin"))
+    before = lines(server, "/big.bin")
     got = large_abort.run(f"{server.url}/big.bin", after=8 * 1024 * 1024)
     assert got == 8 * 1024 * 1024
     assert released(server, root, 1)
-    line = wait_for_line(server, "/big.bin", before + 1)
+    line = wait_for_transfer(server, "/big.bin", count=before + 1)
     assert " 200 aborted " in line
     assert_serves(server, root)
 
 
 def test_stalled_reader_is_cut_off_by_the_idle_timeout(server: GunicornServer, root: Path) -> None:
-    before = len(transfer_lines(server, "/big.bin"))
+    before = lines(server, "/big.bin")
     with connect(f"{server.url}/big.bin", rcvbuf=64 * 1024):
         assert wait_until(lambda: server.open_files(root) != [], 5, 0.005)
         opened = time.monotonic()
@@ -162,17 +154,17 @@ def test_stalled_reader_is_cut_off_by_the_idle_timeout(server: GunicornServer, r
         assert released(server, root, IDLE + 1.0), "held past idle_timeout + 1 s"
         cut_after = time.monotonic() - opened
     assert IDLE - 0.2 <= cut_after <= IDLE + 1.0
-    line = wait_for_line(server, "/big.bin", before + 1)
+    line = wait_for_transfer(server, "/big.bin", count=before + 1)
     assert " 200 aborted " in line and f"reason='idle timeout {IDLE}s'" in line
     assert_serves(server, root)
 
 
 def test_slow_reader_is_not_cut_off(server: GunicornServer, root: Path) -> None:
-    before = len(transfer_lines(server, "/big.bin"))
+    before = lines(server, "/big.bin")
     result = slow_reader.run(f"{server.url}/big.bin", seconds=2.5, pause=0.2)
     assert result.status == 200 and not result.cut
     assert result.got > 12 * 65536, "it kept reading for 2.5 s"
-    line = wait_for_line(server, "/big.bin", before + 1)
+    line = wait_for_transfer(server, "/big.bin", count=before + 1)
     assert " 200 aborted " in line and "idle timeout" not in line
     assert released(server, root, 1)
 
@@ -180,14 +172,14 @@ def test_slow_reader_is_not_cut_off(server: GunicornServer, root: Path) -> None:
 def test_abort_during_a_five_second_delay_is_released_at_once(
     server: GunicornServer, root: Path
 ) -> None:
-    before = len(transfer_lines(server, "/slow/big.bin"))
+    before = lines(server, "/slow/big.bin")
     with connect(f"{server.url}/slow/big.bin?delay=5"):
         assert wait_until(lambda: server.open_files(root) != [], 5, 0.005)
         time.sleep(0.3)  # the body is now waiting out its first delay
     closed = time.monotonic()
     assert released(server, root, 0.5), "still open 0.5 s after the client left"
     took = time.monotonic() - closed
-    line = wait_for_line(server, "/slow/big.bin", before + 1)
+    line = wait_for_transfer(server, "/slow/big.bin", count=before + 1)
     assert "aborted" in line and "reason='client disconnected'" in line
     assert "ClientGone" not in server.log, "a client that left is no server error"
     assert took < 0.5
@@ -231,26 +223,28 @@ def test_two_hundred_aborted_downloads_leave_the_fd_count_flat(
     (pid,) = gthread.worker_pids()
     assert_serves(gthread, root)
     baseline = gthread.fd_counts()[pid]
-    before = len(transfer_lines(gthread, "/big.bin"))
+    before = lines(gthread, "/big.bin")
     for _ in range(200):
         with connect(f"{gthread.url}/big.bin") as sock:
             read_head(sock)
-    wait_for_line(gthread, "/big.bin", before + 200, timeout=20)
+    wait_for_transfer(gthread, "/big.bin", count=before + 200, timeout=20)
     assert released(gthread, root, 2)
     assert wait_until(lambda: gthread.fd_counts()[pid] <= baseline, 5), (
         f"{gthread.fd_counts()[pid]} descriptors, {baseline} before"
     )
-    aborted = [line for line in transfer_lines(gthread, "/big.bin")[before:] if "aborted" in line]
+    aborted = [
+        line for line in transfer_lines(gthread.log, "/big.bin")[before:] if "aborted" in line
+    ]
     assert len(aborted) == 200
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_limit_rate_then_ctrl_c(gthread: GunicornServer, root: Path) -> None:
-    before = len(transfer_lines(gthread, "/limit/big.html"))
+    before = lines(gthread, "/limit/big.html")
     saved = limit_rate.run(f"{gthread.url}/limit/big.html?rate=4k", seconds=1.5)
     assert 0 < saved < 64 * 1024, "both sides limit the rate"
     assert released(gthread, root, 0.5)
-    line = wait_for_line(gthread, "/limit/big.html", before + 1)
+    line = wait_for_transfer(gthread, "/limit/big.html", count=before + 1)
     assert " 200 aborted " in line and "rate=4096B/s" in line
     assert_serves(gthread, root)
 
@@ -287,5 +281,5 @@ def test_sixty_second_throttled_download_completes_on_gthread(
         hashlib.sha256(body).digest() == hashlib.sha256((root / "sixty.txt").read_bytes()).digest()
     )
     assert float(sixty_second_download["seconds"]) >= 60  # type: ignore[arg-type]
-    line = wait_for_line(gthread, "/limit/sixty.txt")
+    line = wait_for_transfer(gthread, "/limit/sixty.txt")
     assert f" 200 finished {SIXTY}/{SIXTY} B" in line
