@@ -34,7 +34,7 @@ SECTIONS: dict[str, Callable[[Settings], Measurement]] = {
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench", description="Run wsgipipe's benchmarks.")
     p.add_argument("--quick", action="store_true", help="fewer and shorter runs (about 2 min)")
     p.add_argument("--runs", type=int, help="rounds for the throughput and req/s sections")
     p.add_argument("--slow-runs", type=int, help="rounds for the memory and release sections")
