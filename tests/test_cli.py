@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import runpy
@@ -15,8 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from webtest import TestApp
 
+from wsgipipe import ConfigurationError, IdleTimeout
 from wsgipipe.__main__ import main, parser, settings_from
+from wsgipipe.serve import folder_app, parse_tee, stack
 from wsgipipe.testing import open_files, transfer_lines, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,3 +108,33 @@ def test_serve_runs_gunicorn_with_the_stack(cli_server: tuple[str, Path, Path]) 
     assert "Using worker: gthread" in text
     pids = [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", text)]
     assert pids and all(open_files(pid, root) == [] for pid in pids)
+
+
+class TestServeStack:
+    """The stack ``wsgipipe serve`` runs, in-process."""
+
+    def test_parse_tee(self, tmp_path: Path) -> None:
+        found = parse_tee(f"stdout, sha256,dir:{tmp_path / 'copies'},,")
+        assert [type(s).__name__ for s in found] == ["StreamSink", "Digest", "DirectorySink"]
+        assert (tmp_path / "copies").is_dir()
+        assert parse_tee("") == []
+        with pytest.raises(ConfigurationError, match="unknown tee sink 'nope'"):
+            parse_tee("nope")
+
+    def test_folder_app_serves_and_logs(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        (tmp_path / "a.txt").write_bytes(b"abc\n")
+        caplog.set_level(logging.INFO, logger="wsgipipe")
+        app = TestApp(folder_app(tmp_path, tee="sha256", limit_rate="1M"), lint=True)
+        assert app.get("/a.txt").body == b"abc\n"
+        assert app.get("/missing", status=404).body == b"404 Not Found\n"
+        records = [r.getMessage() for r in caplog.records if r.name == "wsgipipe"]
+        digest = hashlib.sha256(b"abc\n").hexdigest()
+        assert any(r.startswith("GET /a.txt 200 finished 4/4 B") and digest in r for r in records)
+        assert any(r.startswith("GET /missing 404") for r in records)
+        assert open_files("self", tmp_path) == []
+
+    def test_idle_timeout_zero_is_off(self, tmp_path: Path) -> None:
+        assert not isinstance(stack(folder_app(tmp_path), idle_timeout=0).app, IdleTimeout)  # type: ignore[attr-defined]
+        assert isinstance(stack(folder_app(tmp_path), idle_timeout=5).app, IdleTimeout)  # type: ignore[attr-defined]
