@@ -14,6 +14,7 @@ Routes (files come from ``WSGIPIPE_ROOT``):
   through a :class:`~wsgipipe.Tee` whose sink raises, sleeps 20 ms per chunk,
   or writes to ``/dev/full`` (a real ``ENOSPC`` from the kernel).
 * ``/idle/<name>``: the file behind :class:`~wsgipipe.IdleTimeout` (1 s).
+* ``/static/<name>``: :class:`~wsgipipe.Static` on the same root.
 """
 
 from __future__ import annotations
@@ -117,6 +118,20 @@ ROUTES: dict[str, WSGIApplication] = {
     "tee-full": Tee(files, full_disk),
     "idle": IdleTimeout(files, 1.0),
 }
+
+
+def mounted(app: WSGIApplication, prefix: str) -> WSGIApplication:
+    """``app`` under ``/<prefix>``: the prefix moves from PATH_INFO to SCRIPT_NAME."""
+
+    def shifted(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + "/" + prefix
+        environ["PATH_INFO"] = environ["PATH_INFO"][len(prefix) + 1 :]
+        return app(environ, start_response)
+
+    return shifted
+
+
+ROUTES["static"] = mounted(Static(ROOT), "static")
 
 
 def router(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
