@@ -289,7 +289,8 @@ def test_static_ranges_and_validators(server: Running) -> None:
     assert response.status == 206
     assert server.content[0:10] in body
     assert server.content[20:30] in body
-    assert " 206 finished " in server.wait_line(name)
+    assert wait_until(lambda: len(server.lines(name)) == 4, RELEASE_TIMEOUT)
+    assert all(" finished " in line for line in server.lines(name)), server.lines(name)
     assert wait_until(lambda: not server.held(), RELEASE_TIMEOUT)
 
 
