@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgipipe import FileErrors, FileStream
+from wsgipipe import FileErrors, FileStream, Observed
 from wsgipipe.testing import GunicornServer, ServerProcess, wait_until
 
 pytestmark = pytest.mark.server
@@ -235,7 +235,8 @@ def test_error_after_first_byte_aborts_the_connection(server: Running) -> None:
         assert len(cut.value.partial) < SIZE
     finally:
         conn.close()
-    assert " 200 failed " in server.wait_line(name)
+    # The one chunk the source produced did go out before it failed.
+    assert " 200 failed 65536/" in server.wait_line(name)
     assert wait_until(lambda: not server.held(), RELEASE_TIMEOUT)
 
 
@@ -370,3 +371,16 @@ def test_uwsgi_never_gets_the_descriptor(tmp_path: Path) -> None:
         assert b"".join(with_offset) == b"3456789"
     finally:
         with_offset.close()
+
+
+def test_a_chunk_sent_before_the_source_fails_is_counted() -> None:
+    def source() -> Iterator[bytes]:
+        yield b"abc"
+        raise RuntimeError("broken source")
+
+    body = Observed(source())
+    assert next(body) == b"abc"
+    with pytest.raises(RuntimeError):
+        next(body)  # asking again means b"abc" was written
+    body.close()
+    assert (body.outcome, body.bytes_sent) == ("failed", 3)

@@ -123,9 +123,14 @@ class Body:
         self._pending = len(chunk)
         return chunk
 
-    def _finish(self) -> None:
+    def _delivered(self) -> None:
+        # The server asks for another chunk only after writing the last one,
+        # so it counts even if producing the next one fails.
         self.bytes_sent += self._pending
         self._pending = 0
+
+    def _finish(self) -> None:
+        self._delivered()
         if self.outcome is None:
             self.outcome = "finished"
 
@@ -207,6 +212,7 @@ class Observed(Body):
             self._finish()
             raise
         except BaseException as exc:
+            self._delivered()
             self._fail(exc)
             raise
         self.via = "python"
