@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from webtest import TestApp, TestRequest, TestResponse
 
 from wsgipipe import Static
-from wsgipipe.testing import GunicornServer, ServerProcess, open_files, wait_until
+from wsgipipe.testing import GunicornServer, ServerProcess, open_files, raw_request, wait_until
 
 TESTS = Path(__file__).parent
 SECRETS = (b"TOP-SECRET-OUTSIDE-ROOT", b"TOP-SECRET-SIBLING", b"root:x:0:0")
@@ -109,9 +109,7 @@ def _start(server: str, root: Path) -> GunicornServer:
 
 
 def _raw_get(port: int, target: str) -> tuple[int, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        sock.sendall(request.encode("latin-1"))
+    with raw_request(port, target, headers={"Connection": "close"}, timeout=5) as sock:
         data = b""
         while chunk := sock.recv(65536):
             data += chunk

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from wsgipipe.testing import GunicornServer, open_files, wait_until
+from wsgipipe.testing import (
+    GunicornServer,
+    open_files,
+    transfer_lines,
+    wait_for_transfer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.server
 
@@ -66,11 +72,10 @@ class Served:
         path.chmod(0o644)
         return path
 
-    def lines(self, name: str) -> list[str]:
-        return [line for line in self.process.log.splitlines() if f"/{name} " in line[:200]]
-
     def transfers(self, name: str) -> list[str]:
-        return [line for line in self.lines(name) if "wsgipipe GET" in line]
+        """Transfer lines for ``/<route>/<name>`` (each case uses its own name)."""
+        found = transfer_lines(self.process.log)
+        return [line for line in found if line.split(" ", 2)[1].endswith(f"/{name}")]
 
     def line(self, name: str) -> str:
         """The last transfer line for ``name``, once it is written."""
@@ -131,7 +136,7 @@ def get(served: Served, path: str) -> tuple[http.client.HTTPResponse, bytes]:
         conn.close()
 
 
-class Download:
+class PausedDownload:
     """A download we can pause after its first bytes and then finish."""
 
     def __init__(self, port: int, path: str) -> None:
@@ -151,7 +156,7 @@ class Download:
 def test_file_deleted_mid_stream_is_sent_whole(served: Served, mode: str) -> None:
     name = f"deleted{len(mode)}.bin"
     path = served.make(name)
-    download = Download(served.process.port, f"/file/{name}{mode}")
+    download = PausedDownload(served.process.port, f"/file/{name}{mode}")
     path.unlink()  # the open descriptor still reads the old inode
     assert download.rest() == served.content
     assert f" 200 finished {SIZE}/{SIZE} B" in served.line(name)
@@ -163,7 +168,7 @@ def test_file_deleted_mid_stream_is_sent_whole(served: Served, mode: str) -> Non
 def test_file_truncated_mid_stream_aborts_the_connection(served: Served, mode: str) -> None:
     name = f"truncated{len(mode)}.bin"
     path = served.make(name)
-    download = Download(served.process.port, f"/file/{name}{mode}")
+    download = PausedDownload(served.process.port, f"/file/{name}{mode}")
     os.truncate(path, 1024 * 1024)
     # Never a short body that looks complete: the client sees it cut off.
     with pytest.raises(http.client.IncompleteRead) as cut:
@@ -180,7 +185,7 @@ def test_file_truncated_mid_stream_aborts_the_connection(served: Served, mode: s
 def test_file_grown_mid_stream_sends_exactly_content_length(served: Served, mode: str) -> None:
     name = f"grown{len(mode)}.bin"
     path = served.make(name)
-    download = Download(served.process.port, f"/file/{name}{mode}")
+    download = PausedDownload(served.process.port, f"/file/{name}{mode}")
     with path.open("ab") as f:
         f.write(b"appended after the headers went out" * 1000)
     assert download.response.getheader("Content-Length") == str(SIZE)
@@ -199,7 +204,7 @@ def test_permission_removed_between_requests(served: Served) -> None:
     response, body = get(served, "/file/private.bin")
     assert response.status == 403
     assert body == b"403 Forbidden\n"  # no path, no traceback
-    assert wait_until(lambda: any(" 403 " in line for line in served.lines("private.bin")))
+    assert wait_until(lambda: any(" 403 " in line for line in served.transfers("private.bin")))
     path.chmod(0o644)
     response, body = get(served, "/file/private.bin")
     assert response.status == 200
@@ -270,11 +275,12 @@ def test_sigterm_during_a_download_lets_it_finish() -> None:
         (root / "big.bin").write_bytes(content)
         (root / "big.bin").chmod(0o644)
         with _server(root, worker_class="gthread", args=[]) as process:
-            download = Download(process.port, "/file/big.bin")
+            download = PausedDownload(process.port, "/file/big.bin")
             process.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             started = time.monotonic()
             assert download.rest() == content
-            assert process.wait_for_log(r"wsgipipe GET /file/big\.bin 200 finished", TIMEOUT)
+            line = wait_for_transfer(process, "/file/big.bin", timeout=TIMEOUT)
+            assert f" 200 finished {SIZE}/{SIZE} B" in line
             assert process.process.wait(TIMEOUT) == 0  # type: ignore[union-attr]
             assert time.monotonic() - started < 5  # gunicorn's graceful_timeout here
     finally:
@@ -288,7 +294,7 @@ def test_sigterm_with_a_stalled_client_ends_within_graceful_timeout() -> None:
         (root / "big.bin").chmod(0o644)
         args = ["--graceful-timeout", "1"]
         with _server(root, worker_class="gthread", args=args) as process:
-            download = Download(process.port, "/file/big.bin")  # then stops reading
+            download = PausedDownload(process.port, "/file/big.bin")  # then stops reading
             worker = process.worker_pids()[0]
             assert open_files(worker, root)
             process.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
@@ -312,7 +318,7 @@ def test_sigkill_of_a_worker_mid_download_leaves_the_rest_serving() -> None:
         (root / "big.bin").write_bytes(content)
         (root / "big.bin").chmod(0o644)
         with _server(root, worker_class="gthread", workers=2) as process:
-            download = Download(process.port, "/file/big.bin")
+            download = PausedDownload(process.port, "/file/big.bin")
             holders = [pid for pid in process.worker_pids() if open_files(pid, root)]
             assert len(holders) == 1
             victim = holders[0]

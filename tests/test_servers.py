@@ -17,7 +17,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import shutil
 import socket
 import sys
@@ -30,7 +29,14 @@ from pathlib import Path
 import pytest
 
 from wsgipipe import FileErrors, FileStream, Observed
-from wsgipipe.testing import GunicornServer, ServerProcess, wait_until
+from wsgipipe.testing import (
+    GunicornServer,
+    ServerProcess,
+    raw_request,
+    transfer_lines,
+    wait_for_transfer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.server
 
@@ -92,9 +98,10 @@ class Running:
     content: bytes
 
     def lines(self, name: str) -> list[str]:
-        """Transfer lines for ``/file/<name>`` (or any route ending in it)."""
-        pattern = re.compile(rf"wsgipipe (?:GET|HEAD) /[\w-]+/{re.escape(name)} .*")
-        return pattern.findall(self.process.log)
+        """Transfer lines for ``/<route>/<name>`` (each test uses its own name)."""
+        log = self.process.log
+        found = transfer_lines(log, method="GET") + transfer_lines(log, method="HEAD")
+        return [line for line in found if line.split(" ", 2)[1].endswith(f"/{name}")]
 
     def wait_line(self, name: str, timeout: float = RELEASE_TIMEOUT) -> str:
         assert wait_until(lambda: self.lines(name), timeout), self.process.log[-3000:]
@@ -140,9 +147,7 @@ def _get(
 
 
 def _raw(server: Running, path: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.process.port), timeout=10)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    return sock
+    return raw_request(server.process, path)
 
 
 def _released_after_close(server: Running, sock: socket.socket) -> float:
@@ -219,7 +224,8 @@ def test_error_before_first_byte_is_a_clean_500(server: Running) -> None:
     response, body = _get(server, "/fail-before")
     assert response.status == 500
     assert body == b"500 Internal Server Error\n"  # no traceback, no path
-    assert wait_until(lambda: "GET /fail-before 500 finished 26/26 B" in server.process.log)
+    line = wait_for_transfer(server.process, "/fail-before", timeout=RELEASE_TIMEOUT)
+    assert " 500 finished 26/26 B" in line
 
 
 def test_error_after_first_byte_aborts_the_connection(server: Running) -> None:
