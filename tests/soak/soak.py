@@ -36,7 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsgipipe.testing import GunicornServer, wait_until
+from wsgipipe.testing import GunicornServer, raw_request, transfer_lines, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
@@ -125,10 +125,9 @@ def load_client(port: int, until: float, tally: Tally) -> None:
 
 def abort_once(port: int, n: int) -> None:
     style = n % 4
-    headers = "Range: bytes=1000000-40000000\r\n" if style == 3 else ""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    headers = {"Range": "bytes=1000000-40000000"} if style == 3 else {}
+    sock = raw_request(port, "/big.bin", headers=headers)
     try:
-        sock.sendall(f"GET /big.bin HTTP/1.1\r\nHost: soak\r\n{headers}\r\n".encode())
         if style == 1:
             return  # gone before the first byte
         received = 0
@@ -145,9 +144,8 @@ def abort_once(port: int, n: int) -> None:
 
 def stall_once(port: int, delay: float) -> None:
     time.sleep(delay)  # the stalls are spread over the run
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = raw_request(port, "/big.bin")
     try:
-        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: soak\r\n\r\n")
         sock.recv(1024)
         time.sleep(STALL_SECONDS)  # read nothing: the idle timeout must fire
     finally:
@@ -280,9 +278,8 @@ def report(
     log: str,
     warm_errors: int,
 ) -> dict[str, object]:
-    outcomes = Counter(
-        re.findall(r"wsgipipe (?:[A-Z]+ )?[A-Z]+ /\S* \d{3} (finished|aborted|failed)", log)
-    )
+    lines = [line for method in ("GET", "HEAD") for line in transfer_lines(log, method=method)]
+    outcomes = Counter(line.split(" ", 4)[3] for line in lines)
     idle_cuts = len(re.findall(r"reason='idle timeout", log))
     served = sum(v for k, v in tally.requests.items() if k not in ("error", "abort", "stall"))
     rss_growth = {
