@@ -28,13 +28,27 @@ def run(url: str, seconds: float = 3.0, rate: str = "1k") -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "download"
         log(f"curl --limit-rate {rate} {url}")
-        proc = subprocess.Popen([curl, "-sSN", "--limit-rate", rate, "-o", str(out), url])
-        time.sleep(seconds)
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(10)
+        proc = subprocess.Popen(
+            [curl, "-sSN", "--limit-rate", rate, "-o", str(out), url],
+            # A shell that starts us in the background leaves SIGINT ignored,
+            # and curl would inherit that; Ctrl-C must work as in a terminal.
+            preexec_fn=_default_sigint,
+        )
+        try:
+            time.sleep(seconds)
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         saved = out.stat().st_size if out.exists() else 0
     log(f"Ctrl-C after {seconds:g} s: curl exited with {code}, {saved} bytes saved")
     return saved
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def main() -> None:
