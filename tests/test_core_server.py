@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +18,9 @@ import pytest
 
 from wsgipipe.testing import (
     GunicornServer,
+    TraceUnavailable,
     raw_request,
+    trace_syscalls,
     transfer_lines,
     wait_for_transfer,
     wait_until,
@@ -137,42 +138,18 @@ def test_missing_file_is_404_and_the_worker_lives(server: GunicornServer) -> Non
     assert server.worker_pids() == workers
 
 
-def traced(pid: int) -> bool:
-    tasks = Path(f"/proc/{pid}/task")
-    statuses = [(t / "status").read_text() for t in tasks.iterdir()]
-    return all(re.search(r"^TracerPid:\s+[1-9]", s, re.M) for s in statuses)
-
-
 def count_syscalls(server: GunicornServer, url: str, tmp_path: Path) -> dict[str, int]:
     """Run one download while strace watches the worker; count its send syscalls."""
     [pid] = server.worker_pids()
-    out = tmp_path / "strace.out"
-    tracer = subprocess.Popen(
-        [
-            "strace",
-            "-f",
-            "-qq",
-            "-e",
-            "trace=sendfile,sendto,write",
-            "-o",
-            str(out),
-            "-p",
-            str(pid),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        if not wait_until(lambda: traced(pid), 5):
-            pytest.skip("strace cannot attach here (ptrace not permitted)")
-        assert curl(url).returncode == 0
-    finally:
-        tracer.terminate()
-        tracer.wait(10)
+        with trace_syscalls(pid, ["sendfile", "sendto", "write"], tmp_path / "strace.out") as out:
+            assert curl(url).returncode == 0
+    except TraceUnavailable as exc:
+        pytest.skip(str(exc))
     text = out.read_text()
     return {name: len(re.findall(rf"\b{name}\(", text)) for name in ("sendfile", "sendto", "write")}
 
 
-@pytest.mark.skipif(not shutil.which("strace"), reason="strace not installed")
 def test_syscalls_prove_zero_copy_and_its_fallback(server: GunicornServer, tmp_path: Path) -> None:
     """An independent witness for via=sendfile: the kernel calls themselves."""
     zero_copy = count_syscalls(server, f"{server.url}/file/big.bin", tmp_path)

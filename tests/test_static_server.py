@@ -13,7 +13,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import textwrap
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgipipe.testing import GunicornServer, wait_until
+from wsgipipe.testing import GunicornServer, TraceUnavailable, trace_syscalls, wait_until
 
 pytestmark = pytest.mark.server
 
@@ -147,39 +146,17 @@ class TestZeroCopy:
         assert "via=python" in site.line(f"/plain/{name}")
 
     def test_sendfile_syscalls_counted_with_strace(self, site: Site) -> None:
-        strace = shutil.which("strace")
-        if strace is None:
-            pytest.skip("strace is not installed")
         worker = site.server.worker_pids()[0]
-        out = site.root.parent / "strace.out"
-        tracer = subprocess.Popen(
-            [strace, "-f", "-qq", "-e", "trace=sendfile", "-o", str(out), "-p", str(worker)],
-            stderr=subprocess.PIPE,
-        )
         try:
-            attached = wait_until(lambda: _traced(worker) or tracer.poll() is not None, 10)
-            if not attached or tracer.poll() is not None:
-                pytest.skip(f"strace cannot attach here: {tracer.stderr.read()!r}")  # type: ignore[union-attr]
-            assert site.get("/plain/big.bin", {"Range": "bytes=5-"})[2] == site.content[5:]
-            assert site.get("/tee/small.txt")[2] == b"small file\n"
-        finally:
-            tracer.send_signal(signal.SIGINT)
-            tracer.wait(10)
-            tracer.stderr.close()  # type: ignore[union-attr]
+            with trace_syscalls(worker, ["sendfile"], site.root.parent / "strace.out") as out:
+                assert site.get("/plain/big.bin", {"Range": "bytes=5-"})[2] == site.content[5:]
+                assert site.get("/tee/small.txt")[2] == b"small file\n"
+        except TraceUnavailable as exc:
+            pytest.skip(str(exc))
         calls = re.findall(r"sendfile\(\d+, \d+, \[?(\d+)\]?.*= (\d+)", out.read_text())
         assert calls, out.read_text()
         assert sum(int(sent) for _, sent in calls) == SIZE - 5  # all of it by the kernel
         assert min(int(offset) for offset, _ in calls) == 5
-
-
-def _traced(pid: int) -> bool:
-    """Whether every thread of ``pid`` has a tracer attached (strace is ready)."""
-    tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    for task in tasks:
-        status = (task / "status").read_text()
-        if re.search(r"^TracerPid:\s+0$", status, re.MULTILINE):
-            return False
-    return bool(tasks)
 
 
 class TestOverTheWire:
