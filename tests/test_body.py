@@ -77,11 +77,33 @@ def test_transform_maps_and_may_drop_chunks() -> None:
     body.close()
 
 
-def test_first_chunk_is_sent_before_the_rest() -> None:
-    source = iter([b"2", b"3"])
-    body = Observed([b"unused"], source=source, first=b"1")
-    assert list(body) == [b"1", b"2", b"3"]
+def test_prime_surfaces_the_first_error_and_keeps_the_first_chunk() -> None:
+    pulled: list[bytes] = []
+
+    def chunks() -> Iterator[bytes]:
+        for chunk in (b"", b"1", b"2"):
+            pulled.append(chunk)
+            yield chunk
+
+    body = Observed(chunks())
+    body.prime()
+    assert pulled == [b"", b"1"], "the first non-empty chunk was pulled, no more"
+    assert list(body) == [b"1", b"2"]
     body.close()
+    assert body.outcome == "finished"
+
+    failing = Observed(AppIterable([b"a"], fail_at=0))
+    with pytest.raises(OSError, match="disk went away"):
+        failing.prime()
+    failing.close()
+
+
+def test_source_is_iterated_and_the_returned_object_closed() -> None:
+    returned = AppIterable([b"never read"])
+    body = Observed(returned, source=iter([b"from the source"]))
+    assert list(body) == [b"from the source"]
+    body.close()
+    assert returned.closed == 1
 
 
 def test_inner_close_error_is_reraised_after_callbacks() -> None:

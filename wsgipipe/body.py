@@ -164,7 +164,7 @@ class Observed(Body):
 
     ``source``, when given, is iterated instead of ``iterable`` (a wsgipipe
     stream found inside a server's file wrapper); ``iterable`` is still the
-    one closed. ``first`` is a chunk already pulled from it.
+    one closed.
     """
 
     def __init__(
@@ -173,13 +173,11 @@ class Observed(Body):
         *,
         source: Iterable[bytes] | None = None,
         transform: Transform | None = None,
-        first: bytes = b"",
     ) -> None:
         super().__init__()
         self.returned = iterable
         self._source = iterable if source is None else source
         self._transform = transform
-        self._first = first
         self._iterator: Iterator[bytes] | None = None
         self._exhausted = False
         self._ready: bytes | None = None  # a primed chunk, already transformed
@@ -187,8 +185,8 @@ class Observed(Body):
     def prime(self) -> None:
         """Pull the first chunk now, so that its errors surface before any byte is sent.
 
-        The chunk is kept and handed to the server first; an empty body is
-        marked finished. Used by :class:`wsgipipe.FileErrors`.
+        The chunk is kept and handed to the server first; an empty body ends
+        at the next ``next()``. Used by :class:`wsgipipe.FileErrors`.
         """
         if self._ready is not None or self._exhausted or self._closed:
             return
@@ -220,12 +218,9 @@ class Observed(Body):
 
     def _pull(self) -> bytes:
         while True:
-            if self._first:
-                chunk, self._first = self._first, b""
-            else:
-                if self._iterator is None:
-                    self._iterator = iter(self._source)
-                chunk = next(self._iterator)
+            if self._iterator is None:
+                self._iterator = iter(self._source)
+            chunk = next(self._iterator)
             if chunk and self._transform is not None:
                 chunk = self._transform(chunk)
             if chunk:  # never hand the server an empty chunk (PEP 3333)
