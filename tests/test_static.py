@@ -609,6 +609,20 @@ class TestLifecycle:
             (root / "data.bin").write_bytes(DATA)
         assert leaked(root) == []
 
+    def test_multipart_failure_counts_every_chunk_written_before_it(self, root: Path) -> None:
+        app = Static(root)
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/data.bin", "HTTP_RANGE": "bytes=0-9,-100"}
+        body = app(env, lambda status, headers, exc_info=None: None)
+        written = [next(body), next(body), next(body)]  # head, first range, second head
+        os.truncate(root / "data.bin", 50)
+        with pytest.raises(FileChanged):
+            next(body)  # the server asked again, so the second head was written
+        body.close()  # type: ignore[attr-defined]
+        (root / "data.bin").write_bytes(DATA)
+        assert body.outcome == "failed"  # type: ignore[attr-defined]
+        assert body.bytes_sent == sum(map(len, written))  # type: ignore[attr-defined]
+        assert leaked(root) == []
+
 
 class TestFileResponse:
     @staticmethod

@@ -129,6 +129,11 @@ class Body:
         self.bytes_sent += self._pending
         self._pending = 0
 
+    def _next_failed(self, exc: BaseException) -> None:
+        """Producing the next chunk raised: the previous one was written."""
+        self._delivered()
+        self._fail(exc)
+
     def _finish(self) -> None:
         self._delivered()
         if self.outcome is None:
@@ -137,10 +142,6 @@ class Body:
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, ClientGone):
             # The client left (or stopped reading): an abort, not a failure (F7).
-            # It is raised while the server asks for the next chunk, so the
-            # previous one was written.
-            self.bytes_sent += self._pending
-            self._pending = 0
             self.abort(exc.reason)
             if self.outcome is None:
                 self.outcome = "aborted"
@@ -210,8 +211,7 @@ class Observed(Body):
             self._finish()
             raise
         except BaseException as exc:
-            self._delivered()
-            self._fail(exc)
+            self._next_failed(exc)
             raise
         self.via = "python"
         return self._emit(chunk)

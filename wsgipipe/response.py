@@ -328,7 +328,7 @@ class ByteRanges(Body):
         try:
             chunk = step if isinstance(step, bytes) else self._read(*step)
         except BaseException as exc:
-            self._fail(exc)
+            self._next_failed(exc)
             self._release()
             raise
         return self._emit(chunk)

@@ -184,8 +184,7 @@ class FileStream(Body):
             self.open()
             chunk = self._read_chunk()
         except BaseException as exc:
-            self._delivered()
-            self._fail(exc)
+            self._next_failed(exc)
             self._release_file()
             raise
         if not chunk:
