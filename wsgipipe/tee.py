@@ -123,7 +123,7 @@ class _Copy:
             return
         if not self.started:
             self._start()
-        for sink in tuple(self.active):
+        for sink in self.active:  # a failing sink is dropped by rebinding, not mutation
             try:
                 sink.write(chunk)
             except Exception as exc:
