@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from wsgipipe import ConfigurationError, Delay, Throttle
-from wsgipipe.serve import DEFAULT_IDLE_TIMEOUT, files, stack
+from wsgipipe import DEFAULT_IDLE_TIMEOUT, ConfigurationError, Delay, Throttle, stack, static_app
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -73,7 +72,7 @@ class Experiments:
     """Route ``/slow/`` and ``/limit/`` to Delay and Throttle around the file app."""
 
     def __init__(self, root: Path) -> None:
-        self.files = files(root)
+        self.files = static_app(root)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")

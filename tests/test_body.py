@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from wsgipipe import Observed
-from wsgipipe.body import close_all, tracked
+from wsgipipe._body import close_all, tracked
 
 
 class AppIterable:

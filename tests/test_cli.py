@@ -20,7 +20,7 @@ from webtest import TestApp
 
 from wsgipipe import ConfigurationError, IdleTimeout
 from wsgipipe.__main__ import main, parser, settings_from
-from wsgipipe.serve import folder_app, parse_tee, stack
+from wsgipipe._stack import folder_app, parse_tee, stack
 from wsgipipe.testing import open_files, transfer_lines, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def test_bad_arguments_exit_2_with_a_readable_message(
 
 def test_import_wsgipipe_never_imports_gunicorn() -> None:
     code = (
-        "import sys, wsgipipe, wsgipipe.serve, wsgipipe.__main__; print('gunicorn' in sys.modules)"
+        "import sys, wsgipipe, wsgipipe._stack, wsgipipe.__main__; print('gunicorn' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -129,7 +129,7 @@ class TestServeStack:
         app = TestApp(folder_app(tmp_path, tee="sha256", limit_rate="1M"), lint=True)
         assert app.get("/a.txt").body == b"abc\n"
         assert app.get("/missing", status=404).body == b"404 Not Found\n"
-        records = [r.getMessage() for r in caplog.records if r.name == "wsgipipe"]
+        records = [r.getMessage() for r in caplog.records if r.name == "wsgipipe.transfer_log"]
         digest = hashlib.sha256(b"abc\n").hexdigest()
         assert any(r.startswith("GET /a.txt 200 finished 4/4 B") and digest in r for r in records)
         assert any(r.startswith("GET /missing 404") for r in records)

@@ -15,13 +15,14 @@ import pytest
 from wsgipipe import (
     ClientGone,
     ConfigurationError,
+    Connection,
     Delay,
     FileStream,
+    IdleTimeout,
     Observed,
     Transfer,
     TransferLog,
 )
-from wsgipipe.connection import Connection, IdleTimeout
 from wsgipipe.testing import open_files
 
 if TYPE_CHECKING:

@@ -18,6 +18,7 @@ from webtest import TestApp
 from werkzeug.security import safe_join
 
 from wsgipipe import FileErrors, FileStream, IdleTimeout, Tee, TransferLog, sinks
+from wsgipipe._through import Delay
 from wsgipipe.testing import (
     LeakedFiles,
     TransferRecorder,
@@ -26,7 +27,6 @@ from wsgipipe.testing import (
     no_leaked_files,
     stalled_client,
 )
-from wsgipipe.through import Delay
 
 DOCS = Path(__file__).parent.parent / "docs" / "testing.md"
 

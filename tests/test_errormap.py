@@ -12,7 +12,7 @@ import pytest
 from webtest import TestApp
 
 from wsgipipe import FileErrors, FileStream, HTTPError, RangeNotSatisfiable, Tee, TransferLog, sinks
-from wsgipipe.body import tracked
+from wsgipipe._body import tracked
 from wsgipipe.testing import open_files
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def test_unreadable_is_403_or_404_when_hidden(tmp_path: Path) -> None:
 def test_status_mapping_hides_details(
     exc: Exception, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="wsgipipe.errors"):
+    with caplog.at_level(logging.INFO, logger="wsgipipe.file_errors"):
         response = TestApp(FileErrors(raising(exc)), lint=True).get("/", status=status)
     assert "/srv/x" not in response.text and "Traceback" not in response.text
     if status == 500:
@@ -121,7 +121,7 @@ def test_error_after_first_byte_reaches_the_server_and_closes(
     result = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *a: lambda b: None)
     chunks = iter(result)
     assert next(chunks) == b"chunk0 "
-    with caplog.at_level(logging.ERROR, logger="wsgipipe.errors"), pytest.raises(OSError):
+    with caplog.at_level(logging.ERROR, logger="wsgipipe.file_errors"), pytest.raises(OSError):
         next(chunks)
     result.close()  # type: ignore[attr-defined]
     assert records == ["failed"]

@@ -1,4 +1,4 @@
-"""The pure HTTP rules in wsgipipe.http: ranges, validators, conditions, header filters."""
+"""The pure HTTP rules in wsgipipe._http: ranges, validators, conditions, header filters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from werkzeug.http import http_date, parse_options_header
 
 from wsgipipe import RangeNotSatisfiable
-from wsgipipe.http import (
+from wsgipipe._http import (
     MAX_RANGES,
     ByteRange,
     byte_ranges,

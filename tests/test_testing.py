@@ -18,6 +18,7 @@ import pytest
 from webtest import TestApp
 
 from wsgipipe import FileStream, IdleTimeout, Tee, Transfer, TransferLog, sinks
+from wsgipipe._through import Delay
 from wsgipipe.testing import (
     LeakCheck,
     LeakedFiles,
@@ -34,7 +35,6 @@ from wsgipipe.testing import (
     wait_for_transfer,
     wait_until,
 )
-from wsgipipe.through import Delay
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

@@ -13,8 +13,8 @@ import pytest
 from webtest import TestApp
 
 from wsgipipe import ClientGone, ConfigurationError, FileStream, Transfer, TransferLog
+from wsgipipe._through import Delay, Throttle, Through, parse_rate
 from wsgipipe.testing import open_files, wait_until
-from wsgipipe.through import Delay, Throttle, Through, parse_rate
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

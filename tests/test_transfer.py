@@ -47,7 +47,7 @@ def test_finished_line(data: Path, caplog: pytest.LogCaptureFixture) -> None:
         5000,
         5000,
     )
-    [line] = [r.getMessage() for r in caplog.records if r.name == "wsgipipe"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "wsgipipe.transfer_log"]
     assert line.startswith("GET /big.bin 200 finished 5000/5000 B ")
 
 

@@ -1,16 +1,21 @@
 """wsgipipe: stream files and bodies through WSGI, and release them on every ending.
 
-The public API lives here; submodules are implementation detail unless a name
-is re-exported below. Importing wsgipipe never imports gunicorn.
+The public API is what this module exports (``__all__``) plus the documented
+public submodules: :mod:`wsgipipe.sinks`, :mod:`wsgipipe.testing` and
+:mod:`wsgipipe.gunicorn`. Modules whose names start with an underscore are
+implementation detail. Importing wsgipipe never imports gunicorn.
+
+:class:`Body` and :class:`Observed` are the extension point for writing your
+own body middleware (docs/api.md); the rest of the surface is for using
+wsgipipe, not extending it.
 """
 
 from __future__ import annotations
 
-from . import sinks
-from .body import Body, Observed, Outcome
-from .connection import Connection, IdleTimeout
-from .errormap import FileErrors
-from .errors import (
+from . import _compat, sinks
+from ._body import Body, Observed, Outcome
+from ._connection import Connection
+from ._errors import (
     ClientGone,
     ConfigurationError,
     FileChanged,
@@ -19,17 +24,23 @@ from .errors import (
     SinkError,
     WsgipipeError,
 )
-from .record import Transfer, current_transfer
-from .response import file_response
-from .static import Static
-from .stream import FileStream
-from .tee import Tee
-from .through import Delay, Throttle, Through
-from .transfer import TransferLog
+from ._file_errors import FileErrors
+from ._idle_timeout import IdleTimeout
+from ._record import Transfer, current_transfer
+from ._response import file_response
+from ._stack import DEFAULT_IDLE_TIMEOUT, folder_app, stack, static_app
+from ._static import Static
+from ._stream import FileStream
+from ._tee import Tee
+from ._through import Delay, Throttle, Through
+from ._transfer_log import TransferLog
 
 __version__ = "0.1.0"
 
+_compat.install()
+
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
     "Body",
     "ClientGone",
     "ConfigurationError",
@@ -54,5 +65,8 @@ __all__ = [
     "__version__",
     "current_transfer",
     "file_response",
+    "folder_app",
     "sinks",
+    "stack",
+    "static_app",
 ]

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import ConfigurationError
-from .serve import DEFAULT_IDLE_TIMEOUT, folder_app
+from ._errors import ConfigurationError
+from ._stack import DEFAULT_IDLE_TIMEOUT, folder_app
 
 __all__ = ["main", "parser", "settings_from"]
 

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.test import EnvironBuilder
 
-from .body import Body, tracked
-from .errors import ClientGone
+from ._body import Body, tracked
+from ._errors import ClientGone
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo

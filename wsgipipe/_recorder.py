@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .record import Transfer
-from .transfer import TransferLog
+from ._record import Transfer
+from ._transfer_log import TransferLog
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication

@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Protocol
 
-from .errors import ConfigurationError
-from .record import current_transfer
+from ._errors import ConfigurationError
+from ._record import current_transfer
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-    from .body import Outcome
+    from ._body import Outcome
 
 __all__ = [
     "Capture",

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from .body import Body, Observed, close_all, tracked
-from .errors import HTTPError
-from .record import current_transfer
-from .stream import FileStream, server_body
+from ._body import Body, Observed, close_all, tracked
+from ._errors import HTTPError
+from ._record import current_transfer
+from ._stream import FileStream, server_body
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FileErrors", "error_response", "status_for"]
 
-log = logging.getLogger("wsgipipe.errors")
+log = logging.getLogger("wsgipipe.file_errors")
 
 Headers = list[tuple[str, str]]
 _NOT_FOUND = (FileNotFoundError, NotADirectoryError, IsADirectoryError)

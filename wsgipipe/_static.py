@@ -14,10 +14,10 @@ import stat
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from . import http
-from .errormap import error_response
-from .errors import ConfigurationError
-from .response import OPEN_FLAGS, SMALL_FILE, Entity, entity_for, respond, stat_key
+from . import _http as http
+from ._errors import ConfigurationError
+from ._file_errors import error_response
+from ._response import OPEN_FLAGS, SMALL_FILE, Entity, entity_for, respond, stat_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from .body import Observed, tracked
-from .connection import Connection
-from .errors import ConfigurationError
-from .record import current_transfer
+from ._body import Observed, tracked
+from ._connection import Connection
+from ._errors import ConfigurationError
+from ._record import current_transfer
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from .body import Body, Observed, close_all, tracked
-from .errors import ConfigurationError, SinkError
+from ._body import Body, Observed, close_all, tracked
+from ._errors import ConfigurationError, SinkError
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo

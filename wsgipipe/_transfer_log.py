@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from .body import Body, Observed, tracked
-from .record import ENVIRON_KEY, Transfer
-from .stream import server_body
+from ._body import Body, Observed, tracked
+from ._record import ENVIRON_KEY, Transfer
+from ._stream import server_body
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -47,7 +47,7 @@ class TransferLog:
         on_done: Callable[[Transfer], object] | None = None,
     ) -> None:
         self.app = app
-        self.logger = logger or logging.getLogger("wsgipipe")
+        self.logger = logger or logging.getLogger("wsgipipe.transfer_log")
         self.on_done = on_done
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-    from .body import Outcome
+    from ._body import Outcome
 
 __all__ = ["ENVIRON_KEY", "Transfer", "current_transfer"]
 

@@ -23,18 +23,18 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import sinks
-from .connection import IdleTimeout
-from .errormap import FileErrors
-from .errors import ConfigurationError
-from .static import Static
-from .tee import Tee
-from .through import Throttle
-from .transfer import TransferLog
+from ._errors import ConfigurationError
+from ._file_errors import FileErrors
+from ._idle_timeout import IdleTimeout
+from ._static import Static
+from ._tee import Tee
+from ._through import Throttle
+from ._transfer_log import TransferLog
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "files", "folder_app", "parse_tee", "stack"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "folder_app", "parse_tee", "stack", "static_app"]
 
 #: Seconds a client may accept no bytes before it is cut off. Long enough
 #: for any real network hiccup, short enough that a stalled client cannot
@@ -97,10 +97,10 @@ def folder_app(
     limit_rate: str | float | None = None,
 ) -> WSGIApplication:
     """The app ``wsgipipe serve DIR`` runs: files under ``root`` through :func:`stack`."""
-    return stack(files(root), tee=tee, idle_timeout=idle_timeout, limit_rate=limit_rate)
+    return stack(static_app(root), tee=tee, idle_timeout=idle_timeout, limit_rate=limit_rate)
 
 
-def files(root: str | os.PathLike[str], *, index: str = "index.html") -> WSGIApplication:
+def static_app(root: str | os.PathLike[str], *, index: str = "index.html") -> WSGIApplication:
     """Files under ``root``: :class:`~wsgipipe.Static` behind :class:`~wsgipipe.FileErrors`.
 
     Static gives the HTTP semantics (ranges, conditional requests, path

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, TypeAlias
 
-from .errors import ClientGone
+from ._errors import ClientGone
 
 __all__ = ["Body", "Observed", "Outcome", "close_all", "tracked"]
 

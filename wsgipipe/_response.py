@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, NamedTuple
 
-from . import http
-from .body import Body
-from .errors import FileChanged, RangeNotSatisfiable
-from .stream import DEFAULT_CHUNK_SIZE, FileStream
+from . import _http as http
+from ._body import Body
+from ._errors import FileChanged, RangeNotSatisfiable
+from ._stream import DEFAULT_CHUNK_SIZE, FileStream
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

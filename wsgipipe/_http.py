@@ -24,7 +24,7 @@ from werkzeug.http import (
     unquote_etag,
 )
 
-from .errors import RangeNotSatisfiable
+from ._errors import RangeNotSatisfiable
 
 __all__ = [
     "MAX_RANGES",

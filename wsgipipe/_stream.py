@@ -18,8 +18,8 @@ import os
 import stat
 from typing import IO, TYPE_CHECKING
 
-from .body import Body
-from .errors import FileChanged
+from ._body import Body
+from ._errors import FileChanged
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
