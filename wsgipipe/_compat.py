@@ -22,11 +22,11 @@ __all__ = ["MOVED", "install"]
 MOVED: dict[str, tuple[str, ...]] = {
     "body": ("_body",),
     "connection": ("_connection", "_idle_timeout"),
-    "errormap": ("_file_errors",),
+    "errormap": ("_file_errors", "_error_response"),
     "errors": ("_errors",),
     "http": ("_http",),
     "record": ("_record",),
-    "response": ("_response",),
+    "response": ("_response", "_entity", "_file_bodies", "_files"),
     "serve": ("_stack",),
     "static": ("_static",),
     "stream": ("_stream",),

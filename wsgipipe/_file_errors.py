@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from ._body import Body, Observed, close_all, tracked
+from ._error_response import error_response, status_for
 from ._errors import HTTPError
 from ._record import current_transfer
 from ._stream import FileStream, server_body
@@ -29,40 +29,6 @@ __all__ = ["FileErrors", "error_response", "status_for"]
 log = logging.getLogger("wsgipipe.file_errors")
 
 Headers = list[tuple[str, str]]
-_NOT_FOUND = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
-
-
-def status_for(exc: BaseException, *, hide_forbidden: bool = False) -> int:
-    """The HTTP status an exception raised before the first byte deserves."""
-    if isinstance(exc, HTTPError):
-        return exc.status_hint
-    if isinstance(exc, _NOT_FOUND):
-        return 404
-    if isinstance(exc, PermissionError):
-        return 404 if hide_forbidden else 403
-    return 500
-
-
-def error_response(
-    environ: WSGIEnvironment,
-    start_response: StartResponse,
-    status: int,
-    *,
-    headers: Headers | None = None,
-    exc_info: OptExcInfo | None = None,
-) -> list[bytes]:
-    """A short plain-text error response (``404 Not Found``); empty for HEAD."""
-    phrase = HTTPStatus(status).phrase
-    body = f"{status} {phrase}\n".encode()
-    response_headers = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        ("Cache-Control", "no-store"),
-        *(headers or []),
-    ]
-    start_response(f"{status} {phrase}", response_headers, exc_info)
-    # RFC 9110 §9.3.2: HEAD gets the same headers and no content.
-    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
 class _Deferred:

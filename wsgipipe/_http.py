@@ -223,7 +223,7 @@ def not_modified_headers(headers: Iterable[tuple[str, str]]) -> Headers:
 
 def unsatisfiable_headers(headers: Iterable[tuple[str, str]], size: int) -> Headers:
     """Headers for a 416: what a 304 keeps plus ``Content-Range: bytes */N`` (§15.5.17)."""
-    return [*not_modified_headers(headers), ("Content-Range", f"bytes */{size}")]
+    return [*not_modified_headers(headers), *RangeNotSatisfiable(size).headers]
 
 
 def _kept(name: str) -> bool:

@@ -1,10 +1,11 @@
-"""One file as a complete HTTP response: validators, conditions, ranges, zero-copy.
+"""One file as a complete HTTP response: the decision and the one-file helper.
 
-:func:`file_response` is the helper for apps that serve a single file;
-:class:`wsgipipe.Static` builds on the same :func:`respond`. The rules come
-from :mod:`wsgipipe.http`; the bytes go through :class:`~wsgipipe.FileStream`
+:func:`respond` decides status, headers and body for an open file (preconditions,
+ranges, HEAD); :func:`file_response` opens one file and calls it, and
+:class:`wsgipipe.Static` builds on the same :func:`respond`. The rules come from
+:mod:`wsgipipe._http`; the bytes go through :class:`~wsgipipe.FileStream`
 (zero-copy through the server's ``wsgi.file_wrapper`` for full and single
-ranges) or, for several ranges, through :class:`ByteRanges` (read in Python).
+ranges) or one of the bodies in :mod:`wsgipipe._file_bodies` (read in Python).
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ from __future__ import annotations
 import io
 import os
 import secrets
-import stat
-from collections import deque
-from dataclasses import dataclass
-from http import HTTPStatus
-from typing import IO, TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import _http as http
-from ._body import Body
+from ._entity import Entity, entity_for
+from ._error_response import plain_body, plain_headers, status_line
 from ._errors import FileChanged, RangeNotSatisfiable
+from ._file_bodies import ByteRanges, Loaded
+from ._files import open_regular
 from ._stream import DEFAULT_CHUNK_SIZE, FileStream
 
 if TYPE_CHECKING:
@@ -28,60 +28,14 @@ if TYPE_CHECKING:
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-__all__ = [
-    "SMALL_FILE",
-    "ByteRanges",
-    "Entity",
-    "FileResponse",
-    "Loaded",
-    "entity_for",
-    "file_response",
-    "respond",
-]
+    from ._body import Body
+
+__all__ = ["SMALL_FILE", "FileResponse", "file_response", "respond"]
 
 Headers = list[tuple[str, str]]
 
 #: Bodies up to this size are read at once instead of streamed (see respond()).
 SMALL_FILE = 16 * 1024
-
-OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
-
-_STATUS = {code: f"{code} {HTTPStatus(code).phrase}" for code in (200, 206, 304, 412, 416)}
-
-
-@dataclass(frozen=True)
-class Entity:
-    """What a response says about one file version: validators and base headers.
-
-    ``key`` is ``(st_dev, st_ino, st_size, st_mtime_ns)`` of the descriptor it
-    was built from; a cache compares it with a fresh ``fstat`` every request.
-    """
-
-    key: tuple[int, int, int, int]
-    etag: str
-    modified: int
-    content_type: str
-    headers: tuple[tuple[str, str], ...]
-
-
-def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def entity_for(
-    st: os.stat_result, content_type: str, *, tag: str = "", extra: Iterable[tuple[str, str]] = ()
-) -> Entity:
-    """Build the validators and headers of the file version ``st`` describes."""
-    etag = http.etag_for(st.st_size, st.st_mtime_ns, tag)
-    modified = int(st.st_mtime)
-    headers = (
-        ("Content-Type", content_type),
-        ("ETag", etag),
-        ("Last-Modified", http.last_modified(modified)),
-        ("Accept-Ranges", "bytes"),  # RFC 9110 §14.3
-        *extra,
-    )
-    return Entity(stat_key(st), etag, modified, content_type, headers)
 
 
 class FileResponse:
@@ -99,7 +53,7 @@ class FileResponse:
         self.body = body
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        start_response(_STATUS.get(self.status) or _phrase(self.status), self.headers)
+        start_response(status_line(self.status), self.headers)
         body = self.body
         return body.for_server(environ) if isinstance(body, FileStream) else body
 
@@ -196,8 +150,8 @@ def _decide(environ: WSGIEnvironment, size: int, entity: Entity) -> _Decision:
         headers.append(("Content-Length", str(size)))
         return _Decision(200, headers)
     if isinstance(ranges, RangeNotSatisfiable):
-        range_header = ("Content-Range", f"bytes */{size}")  # §15.5.17
-        return _Decision(416, [*_plain_headers(entity, 416), range_header])
+        # RFC 9110 §15.5.17: the 416 names the current length (Content-Range).
+        return _Decision(416, [*_plain_headers(entity, 416), *ranges.headers])
     if len(ranges) == 1:
         headers.append(("Content-Range", ranges[0].content_range(size)))
         headers.append(("Content-Length", str(ranges[0].length)))
@@ -242,107 +196,13 @@ def _ranges(
 
 
 def _plain_headers(entity: Entity, status: int) -> Headers:
-    body = _phrase(status) + "\n"
-    return [
-        *http.not_modified_headers(entity.headers),
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-    ]
+    return [*http.not_modified_headers(entity.headers), *plain_headers(status)]
 
 
 def _empty(environ: WSGIEnvironment, status: int) -> list[bytes]:
     if status in (304, 200, 206) or environ.get("REQUEST_METHOD") == "HEAD":
         return []  # RFC 9110 §9.3.2 (HEAD) and §15.4.5 (304): no content
-    return [(_phrase(status) + "\n").encode()]
-
-
-def _phrase(status: int) -> str:
-    return f"{status} {HTTPStatus(status).phrase}"
-
-
-class Loaded(Body):
-    """A body of at most one chunk, read at once so the file is closed before the app returns.
-
-    Used when the server offers no zero-copy path (or it is turned off): one
-    ``pread`` is cheaper than streaming, and the descriptor is not held while
-    the client reads. A file that shrank since its fstat raises
-    :class:`FileChanged` on the first ``next()``, so the server aborts.
-    """
-
-    def __init__(self, fd: int, offset: int, length: int, name: str = "") -> None:
-        super().__init__()
-        self.via = "python"
-        self.name = name
-        try:
-            self._data: bytes | None = os.pread(fd, length, offset) if length else b""
-        finally:
-            os.close(fd)
-        self._length = length
-
-    def __next__(self) -> bytes:
-        if self._closed or self.outcome is not None:
-            raise StopIteration
-        data, self._data = self._data, None
-        if data is None or not self._length:
-            self._finish()
-            raise StopIteration
-        if len(data) < self._length:
-            error = FileChanged(self.name, self._length, len(data))
-            self._fail(error)
-            raise error
-        return self._emit(data)
-
-
-class ByteRanges(Body):
-    """A ``multipart/byteranges`` body read from one open file with ``pread``.
-
-    Sends exactly the planned length: the part headers, each range, the
-    trailer. A file that shrank under it raises :class:`FileChanged` so that
-    the server aborts instead of sending a short body. The file is released
-    at the end of the body or at ``close()``, whichever comes first.
-    """
-
-    def __init__(self, file: IO[bytes], plan: http.Multipart, *, chunk_size: int) -> None:
-        super().__init__()
-        self.via = "python"
-        self.name = str(getattr(file, "name", "") or "")
-        self._file: IO[bytes] | None = file
-        self._fd = file.fileno()
-        # Literal bytes or (position, length) reads, planned up front so that
-        # no cleanup ever waits behind a generator's yield.
-        self._steps: deque[bytes | tuple[int, int]] = deque()
-        for head, rng in plan.parts:
-            self._steps.append(head)
-            for pos in range(rng.start, rng.stop, chunk_size):
-                self._steps.append((pos, min(chunk_size, rng.stop - pos)))
-        self._steps.append(plan.trailer)
-
-    def __next__(self) -> bytes:
-        if self._closed or self.outcome is not None:
-            raise StopIteration
-        if not self._steps:
-            self._finish()
-            self._release()
-            raise StopIteration
-        step = self._steps.popleft()
-        try:
-            chunk = step if isinstance(step, bytes) else self._read(*step)
-        except BaseException as exc:
-            self._next_failed(exc)
-            self._release()
-            raise
-        return self._emit(chunk)
-
-    def _read(self, pos: int, length: int) -> bytes:
-        data = os.pread(self._fd, length, pos)
-        if len(data) < length:
-            raise FileChanged(self.name, pos + length, pos + len(data))
-        return data
-
-    def _release(self) -> None:
-        file, self._file = self._file, None
-        if file is not None:
-            file.close()
+    return [plain_body(status)]
 
 
 # -- the one-file helper ----------------------------------------------------------
@@ -382,22 +242,3 @@ def file_response(
         os.close(fd)
         raise
     return respond(environ, fd, st, entity, name=name, zero_copy=zero_copy, small_file=small_file)
-
-
-def open_regular(path: str) -> tuple[int, os.stat_result]:
-    """Open ``path`` read-only and fstat that descriptor; regular files only.
-
-    ``O_NONBLOCK`` keeps a FIFO from hanging open(2); it has no effect on
-    regular files (open(2)), the only kind returned. Anything else raises
-    :class:`FileNotFoundError`, the same as a missing file.
-    """
-    fd = os.open(path, OPEN_FLAGS)
-    try:
-        st = os.fstat(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise FileNotFoundError(2, "not a regular file", path)
-    return fd, st

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from . import _http as http
+from ._entity import Entity, entity_for
+from ._error_response import error_response
 from ._errors import ConfigurationError
-from ._file_errors import error_response
-from ._response import OPEN_FLAGS, SMALL_FILE, Entity, entity_for, respond, stat_key
+from ._files import OPEN_FLAGS, stat_key
+from ._response import SMALL_FILE, respond
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

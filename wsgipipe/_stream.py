@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING
 
 from ._body import Body
 from ._errors import FileChanged
+from ._files import OPEN_FLAGS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -104,7 +105,7 @@ class FileStream(Body):
             return self._source
         # O_NONBLOCK so that a FIFO cannot hang the worker in open(2); it is
         # cleared right after for whatever we read.
-        fd = os.open(self._source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(self._source, OPEN_FLAGS)
         try:
             os.set_blocking(fd, True)
             return io.FileIO(fd, "rb", closefd=True)
