@@ -26,6 +26,7 @@ from ._errors import (
 )
 from ._file_errors import FileErrors
 from ._idle_timeout import IdleTimeout
+from ._logging import JsonFormatter, log_to_stderr
 from ._record import Transfer, current_transfer
 from ._response import file_response
 from ._stack import DEFAULT_IDLE_TIMEOUT, folder_app, stack, static_app
@@ -51,6 +52,7 @@ __all__ = [
     "FileStream",
     "HTTPError",
     "IdleTimeout",
+    "JsonFormatter",
     "Observed",
     "Outcome",
     "RangeNotSatisfiable",
@@ -66,6 +68,7 @@ __all__ = [
     "current_transfer",
     "file_response",
     "folder_app",
+    "log_to_stderr",
     "sinks",
     "stack",
     "static_app",
