@@ -31,7 +31,9 @@ from hypothesis import strategies as st
 from webtest import TestApp, TestRequest, TestResponse
 
 from wsgipipe import Static
-from wsgipipe.testing import GunicornServer, ServerProcess, open_files, raw_request, wait_until
+from wsgipipe.testing import GunicornServer, open_files, raw_request, wait_until
+from wsgipipe.testing._matrix import MatrixServer
+from wsgipipe.testing._process import ServerProcess
 
 TESTS = Path(__file__).parent
 SECRETS = (b"TOP-SECRET-OUTSIDE-ROOT", b"TOP-SECRET-SIBLING", b"root:x:0:0")
@@ -101,11 +103,11 @@ def test_the_corpus_is_large_enough() -> None:
     assert len(set(ATTACKS)) == len(ATTACKS)
 
 
-def _start(server: str, root: Path) -> GunicornServer:
+def _start(server: str, root: Path) -> ServerProcess:
     env = {"WSGIPIPE_ROOT": str(root)}
     if server == "gunicorn":
         return GunicornServer("lifecycle_app:static", cwd=TESTS, env=env)
-    return ServerProcess(server, "lifecycle_app:static", cwd=TESTS, env=env)
+    return MatrixServer(server, "lifecycle_app:static", cwd=TESTS, env=env)
 
 
 def _raw_get(port: int, target: str) -> tuple[int, bytes]:
@@ -124,7 +126,7 @@ SERVERS = ["gunicorn", "waitress", "werkzeug", "wsgiref", "uwsgi"]
 
 
 @pytest.fixture(scope="module", params=SERVERS)
-def served(request: pytest.FixtureRequest, tree: Tree) -> Iterator[GunicornServer]:
+def served(request: pytest.FixtureRequest, tree: Tree) -> Iterator[ServerProcess]:
     if request.param == "uwsgi" and not shutil.which("uwsgi", path=Path(sys.executable).parent):
         pytest.skip("uwsgi is not installed (pip install uwsgi)")
     with _start(request.param, tree.root) as server:
@@ -132,9 +134,7 @@ def served(request: pytest.FixtureRequest, tree: Tree) -> Iterator[GunicornServe
 
 
 @pytest.mark.server
-def test_traversal_corpus_never_reaches_outside_the_root(
-    served: GunicornServer, tree: Tree
-) -> None:
+def test_traversal_corpus_never_reaches_outside_the_root(served: ServerProcess, tree: Tree) -> None:
     answers: dict[str, tuple[int, bytes]] = {}
     for target in ATTACKS:
         answers[target] = _raw_get(served.port, target)
@@ -146,7 +146,7 @@ def test_traversal_corpus_never_reaches_outside_the_root(
     # uWSGI alone reads that line as a request for "/.." and, after its own
     # normalization, serves the index inside the root: still no secret.
     odd = {target: answer for target, answer in answers.items() if answer[0] != 404}
-    if isinstance(served, ServerProcess) and served.server == "uwsgi":
+    if isinstance(served, MatrixServer) and served.server == "uwsgi":
         assert odd == {"/.. /secret.txt": (200, INDEX)}
     else:
         assert {target: status for target, (status, _) in odd.items()} == {"/.. /secret.txt": 400}

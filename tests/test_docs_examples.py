@@ -17,8 +17,7 @@ from flask import Flask, Response, abort
 from webtest import TestApp
 from werkzeug.security import safe_join
 
-from wsgipipe import FileErrors, FileStream, IdleTimeout, Tee, TransferLog, sinks
-from wsgipipe._through import Delay
+from wsgipipe import Delay, FileErrors, FileStream, IdleTimeout, Tee, TransferLog, sinks
 from wsgipipe.testing import (
     LeakedFiles,
     TransferRecorder,

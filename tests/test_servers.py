@@ -31,12 +31,13 @@ import pytest
 from wsgipipe import FileErrors, FileStream, Observed
 from wsgipipe.testing import (
     GunicornServer,
-    ServerProcess,
     raw_request,
     transfer_lines,
     wait_for_transfer,
     wait_until,
 )
+from wsgipipe.testing._matrix import MatrixServer
+from wsgipipe.testing._process import ServerProcess
 
 pytestmark = pytest.mark.server
 
@@ -59,7 +60,7 @@ class Server:
     #: the client socket, which only gunicorn exposes).
     idle_timeout: bool = False
 
-    def start(self, root: Path) -> GunicornServer:
+    def start(self, root: Path) -> ServerProcess:
         env = {"WSGIPIPE_ROOT": str(root)}
         if self.name.startswith("gunicorn-"):
             worker = self.name.removeprefix("gunicorn-")
@@ -69,7 +70,7 @@ class Server:
                 "lifecycle_app:app", worker_class=worker, threads=threads, cwd=TESTS, env=env
             )
         else:
-            server = ServerProcess(self.name, "lifecycle_app:app", cwd=TESTS, env=env)
+            server = MatrixServer(self.name, "lifecycle_app:app", cwd=TESTS, env=env)
         return server.start()
 
 
@@ -93,7 +94,7 @@ def _available(server: Server) -> bool:
 @dataclass
 class Running:
     spec: Server
-    process: GunicornServer
+    process: ServerProcess
     root: Path
     content: bytes
 

@@ -20,9 +20,12 @@ from webtest import TestApp
 from wsgipipe import FileStream, IdleTimeout, Tee, Transfer, TransferLog, sinks
 from wsgipipe._through import Delay
 from wsgipipe.testing import (
+    GunicornServer,
     LeakCheck,
     LeakedFiles,
+    ProcUnavailable,
     TransferRecorder,
+    _leaks,
     disconnect_after,
     download,
     hang_up_after,
@@ -154,7 +157,7 @@ class TestDisconnectAfter:
         assert result.received == big.read_bytes()[:CHUNK]
         assert isinstance(result.write_error, BrokenPipeError)
         assert (recorder.last.outcome, recorder.last.bytes_sent) == ("aborted", CHUNK)
-        assert result.body is not None and result.body.closed
+        assert result.wsgipipe_body is not None and result.wsgipipe_body.closed
 
     def test_a_body_that_fits_finishes(self, big: Path) -> None:
         recorder = TransferRecorder()
@@ -515,3 +518,115 @@ def test_raw_request_sends_one_request() -> None:
         "",
         "",
     ]
+
+
+# -- start-up, fixture order, systems without /proc, Download's names --------------------
+@pytest.mark.server
+def test_gunicorn_that_cannot_load_the_app_fails_at_start_up(tmp_path: Path) -> None:
+    # gunicorn listens and forks a worker before the worker imports the app,
+    # so "started" must wait for the import, and a failure must say why.
+    server = GunicornServer("missing_module_for_this_test:app", cwd=tmp_path, startup_timeout=15)
+    with pytest.raises(RuntimeError) as failed:
+        server.start()
+    message = str(failed.value)
+    assert message.startswith("gunicorn exited with 3 before it was ready")
+    assert "No module named 'missing_module_for_this_test'" in message
+    assert server.process is not None and server.process.poll() is not None
+
+
+@pytest.mark.server
+def test_gunicorn_config_of_the_test_still_applies(tmp_path: Path) -> None:
+    (tmp_path / "hello_app.py").write_text(HELLO_APP)
+    (tmp_path / "conf.py").write_text(
+        "def post_worker_init(worker):\n    print('their hook ran', flush=True)\n"
+    )
+    with GunicornServer("hello_app:app", cwd=tmp_path, config="conf.py", workers=2) as server:
+        assert len(server.worker_pids()) == 2
+        assert server.log.count("their hook ran") == 2
+
+
+HELLO_APP = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "5")])
+    return [b"hello"]
+"""
+
+ORDER_SUITE = """
+import urllib.request
+
+def fetch(server):
+    with urllib.request.urlopen(server.url + "/") as response:
+        return response.read()
+
+def test_server_first(run_gunicorn, no_leaked_files, tmp_path):
+    assert fetch(run_gunicorn("hello_app:app", cwd=HERE)) == b"hello"
+
+def test_check_first(no_leaked_files, run_gunicorn, tmp_path):
+    assert fetch(run_gunicorn("hello_app:app", cwd=HERE)) == b"hello"
+"""
+
+
+@pytest.mark.server
+def test_no_leaked_files_ignores_the_servers_log_in_any_fixture_order(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(hello_app=HELLO_APP)
+    pytester.makepyfile(f"HERE = {str(pytester.path)!r}\n" + ORDER_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+class TestWithoutProc:
+    @pytest.fixture(autouse=True)
+    def no_proc(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        # Only a system without /proc can be simulated here: point the check elsewhere.
+        monkeypatch.setattr(_leaks, "PROC", str(tmp_path / "no-proc"))
+
+    def test_leak_check_refuses_instead_of_passing(self) -> None:
+        with pytest.raises(ProcUnavailable, match="/self/fd does not exist"), no_leaked_files():
+            pass
+
+    def test_open_files_refuses_instead_of_saying_nothing_is_open(self) -> None:
+        with pytest.raises(ProcUnavailable):
+            open_files()
+
+    def test_warnings_only_is_a_choice_and_still_catches_unclosed_files(self, big: Path) -> None:
+        with pytest.raises(LeakedFiles) as leak, LeakCheck(warnings_only=True):
+            f = open(big, "rb")  # noqa: SIM115 - the leak being tested
+            del f
+        assert leak.value.unclosed == [str(big)]
+
+
+NO_PROC_CONFTEST = """
+import pytest
+from wsgipipe.testing import _leaks
+
+@pytest.fixture(autouse=True)
+def _no_proc(monkeypatch, tmp_path):
+    monkeypatch.setattr(_leaks, "PROC", str(tmp_path / "no-proc"))
+"""
+
+
+@pytest.mark.parametrize("suite_wide", [False, True])
+def test_plugin_without_proc_says_so(pytester: pytest.Pytester, suite_wide: bool) -> None:
+    pytester.makeconftest(NO_PROC_CONFTEST)
+    pytester.makepyfile("def test_one(no_leaked_files):\n    pass\n")
+    args = ["-p", "no:cacheprovider", "-rs"]
+    if suite_wide:
+        # The header is printed before any fixture runs: /proc must be missing for real.
+        args += ["--wsgipipe-leak-check", "-p", "no_proc_header"]
+        pytester.makepyfile(
+            no_proc_header="from wsgipipe.testing import _leaks\n_leaks.PROC = '/nonexistent'\n"
+        )
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*/self/fd does not exist on this system*"])
+    if suite_wide:
+        result.stdout.fnmatch_lines(["wsgipipe leak check: OFF, *does not exist*"])
+
+
+def test_download_names_its_body_apart_from_webtests_bytes(big: Path) -> None:
+    result = download(file_app(big))
+    assert isinstance(result.received, bytes) and isinstance(result.wsgipipe_body, FileStream)
+    with pytest.warns(DeprecationWarning, match="Download.body is now Download.wsgipipe_body"):
+        assert result.body is result.wsgipipe_body

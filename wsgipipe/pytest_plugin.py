@@ -13,6 +13,7 @@ Fixtures:
 ``no_leaked_files``
     Fails the test (an error at its teardown, naming the paths) when a file
     opened while it ran is still open, or was freed without ``close()``.
+    Skips the test, saying why, where ``/proc`` is missing.
 ``transfer_recorder``
     A :class:`~wsgipipe.testing.TransferRecorder` listening on the
     ``wsgipipe`` logger: every TransferLog in the app reports to it.
@@ -22,7 +23,8 @@ Fixtures:
     :class:`~wsgipipe.testing.GunicornServer`; stopped after the test.
 
 Option: ``--wsgipipe-leak-check`` (or ``wsgipipe_leak_check = true`` in the
-ini file) applies ``no_leaked_files`` to every test.
+ini file) applies ``no_leaked_files`` to every test; where ``/proc`` is
+missing the report header says the check is off, instead of passing quietly.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any
 
 import pytest
 
-from .testing import GunicornServer, LeakCheck, TransferRecorder
+from .testing import GunicornServer, LeakCheck, ProcUnavailable, TransferRecorder
+from .testing._leaks import fd_table
 
 __all__ = ["no_leaked_files", "run_gunicorn", "transfer_recorder"]
 
@@ -56,6 +59,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _suite_check(config: pytest.Config) -> bool:
+    enabled = config.getoption("wsgipipe_leak_check")
+    if enabled is None:
+        enabled = config.getini("wsgipipe_leak_check")
+    return bool(enabled)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if _suite_check(config) and fd_table() is None:
+        return f"wsgipipe leak check: OFF, {ProcUnavailable()}"
+    return None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -71,7 +87,10 @@ def pytest_runtest_makereport(
 @pytest.fixture
 def no_leaked_files(request: pytest.FixtureRequest) -> Iterator[LeakCheck]:
     """Fail the test if a file it opened is still open (or was never closed) at the end."""
-    check = LeakCheck().__enter__()
+    try:
+        check = LeakCheck().__enter__()
+    except ProcUnavailable as exc:
+        pytest.skip(str(exc))
     try:
         yield check
     finally:
@@ -82,10 +101,10 @@ def no_leaked_files(request: pytest.FixtureRequest) -> Iterator[LeakCheck]:
 
 @pytest.fixture(autouse=True)
 def _wsgipipe_leak_check(request: pytest.FixtureRequest) -> None:
-    # Only with --wsgipipe-leak-check / wsgipipe_leak_check = true; else a no-op.
-    enabled = request.config.getoption("wsgipipe_leak_check")
-    if enabled is None:
-        enabled = request.config.getini("wsgipipe_leak_check")
+    # Only with --wsgipipe-leak-check / wsgipipe_leak_check = true; else a
+    # no-op. Without /proc it is off for the suite (the header says so)
+    # rather than skipping every test.
+    enabled = _suite_check(request.config) and fd_table() is not None
     if enabled and "no_leaked_files" not in request.fixturenames:
         request.getfixturevalue("no_leaked_files")
 

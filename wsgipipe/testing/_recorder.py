@@ -1,4 +1,4 @@
-"""Collect the transfer records of a test (public via wsgipipe.testing).
+"""Collect the transfer records of a test.
 
 A test wants to say "this response was aborted after 65536 bytes" or "the
 sha256 of what was sent is …". :class:`~wsgipipe.TransferLog` already knows
@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ._record import Transfer
-from ._transfer_log import TransferLog
+from .._record import Transfer
+from .._transfer_log import TransferLog
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication

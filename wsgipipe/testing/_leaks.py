@@ -1,14 +1,16 @@
-"""Find files a block of code opened and did not close (public via wsgipipe.testing).
+"""Find files a block of code opened and did not close; read ``/proc/<pid>/fd``.
 
 Two witnesses, because neither is enough alone (pallets/werkzeug#1785):
 
 * ``/proc/self/fd`` before and after: a descriptor that appeared during the
   block and still points at a file is a leak, whatever Python thinks;
 * ``ResourceWarning``: CPython warns when a file object is freed unclosed.
-  Reference counting often frees it quietly enough that a quick test passes,
-  and where ``/proc`` does not exist (macOS, Windows) it is the only witness.
+  Reference counting often frees it quietly enough that a quick test passes.
   A ``gc.collect()`` at the end gives files stuck in reference cycles the
   same chance to be seen.
+
+Where ``/proc`` does not exist (macOS, Windows) the first witness is blind, so
+a check that needs it raises :class:`ProcUnavailable` instead of passing.
 """
 
 from __future__ import annotations
@@ -18,29 +20,86 @@ import os
 import re
 import sys
 import warnings
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-__all__ = ["LeakCheck", "LeakedFiles", "fd_table"]
+__all__ = [
+    "LeakCheck",
+    "LeakedFiles",
+    "ProcUnavailable",
+    "fd_table",
+    "no_leaked_files",
+    "open_files",
+]
 
-_FD_DIR = "/proc/self/fd"
+#: Where the kernel lists open descriptors (a module attribute so that tests
+#: can show what happens on a system without it).
+PROC = "/proc"
 # io objects name their file in the warning: name='/a/path' or name=7 (a bare fd).
 _NAMED = re.compile(r"name=(?:'((?:[^'\\]|\\.)*)'|(\d+))")
 
 
+class ProcUnavailable(RuntimeError):
+    """``/proc/<pid>/fd`` is missing here, so open descriptors cannot be seen."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"{PROC}/self/fd does not exist on this system: open files cannot be checked"
+            " (wsgipipe's descriptor checks need Linux's /proc)"
+        )
+
+
+def _require_proc() -> None:
+    if not os.path.isdir(f"{PROC}/self/fd"):
+        raise ProcUnavailable
+
+
 def fd_table() -> dict[int, str] | None:
     """This process's descriptors and what they point at; None without ``/proc``."""
+    fd_dir = f"{PROC}/self/fd"
     try:
-        names = os.listdir(_FD_DIR)
+        names = os.listdir(fd_dir)
     except OSError:
         return None
     table: dict[int, str] = {}
     for name in names:
         try:
-            table[int(name)] = os.readlink(f"{_FD_DIR}/{name}")
+            table[int(name)] = os.readlink(f"{fd_dir}/{name}")
         except (OSError, ValueError):
             continue  # closed while we looked (the listing's own descriptor)
     return table
+
+
+def open_files(pid: int | str = "self", under: str | os.PathLike[str] | None = None) -> list[str]:
+    """Paths a process has open, read from ``/proc/<pid>/fd``.
+
+    With ``under``, only paths inside that directory (resolved). Sockets,
+    pipes and descriptors that vanish while we look are skipped; a process
+    that is gone has no files. Raises :class:`ProcUnavailable` where there
+    is no ``/proc`` at all, rather than reporting "nothing open".
+    """
+    _require_proc()
+    fd_dir = Path(f"{PROC}/{pid}/fd")
+    prefix = os.path.realpath(under) + os.sep if under is not None else None
+    found: list[str] = []
+    try:
+        entries = list(fd_dir.iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return found
+    for entry in entries:
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue
+        if prefix is None or target.startswith(prefix) or target == prefix[:-1]:
+            found.append(target)
+    return sorted(found)
+
+
+def no_leaked_files(under: str | os.PathLike[str] | None = None) -> LeakCheck:
+    """``with no_leaked_files(tmp_path): ...`` fails if the block leaves a file open."""
+    return LeakCheck(under)
 
 
 class LeakedFiles(AssertionError):
@@ -76,10 +135,16 @@ class LeakCheck:
     keeps unrelated activity of other threads out of the verdict. Sockets and
     pipes are not files and are ignored. If the block itself raised, that
     exception wins and the leak report is only attached to it as a note.
+
+    Without ``/proc`` entering raises :class:`ProcUnavailable`, unless
+    ``warnings_only=True`` accepts ``ResourceWarning`` as the only witness.
     """
 
-    def __init__(self, under: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, under: str | os.PathLike[str] | None = None, *, warnings_only: bool = False
+    ) -> None:
         self.under = os.path.realpath(under) if under is not None else None
+        self.warnings_only = warnings_only
         self.before: dict[int, str] | None = None
         self.warned: list[str] = []
         self._catcher: warnings.catch_warnings[None] | None = None
@@ -88,6 +153,8 @@ class LeakCheck:
     # -- the two witnesses ------------------------------------------------
     def __enter__(self) -> LeakCheck:
         self.before = fd_table()
+        if self.before is None and not self.warnings_only:
+            raise ProcUnavailable
         self.warned = []
         self._catcher = warnings.catch_warnings()
         self._catcher.__enter__()
@@ -166,6 +233,6 @@ def _describe(message: str) -> str:
     try:
         # name=7: the file was opened from a descriptor (os.open, FileStream).
         # The warning comes before the descriptor is closed, so it still resolves.
-        return os.readlink(f"{_FD_DIR}/{match.group(2)}")
+        return os.readlink(f"{PROC}/self/fd/{match.group(2)}")
     except OSError:
         return message
