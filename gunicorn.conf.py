@@ -43,7 +43,9 @@ loglevel = "info"
 
 # wsgipipe's transfer lines ("GET /big.bin 200 aborted 65536/67108864 B ...")
 # go to stderr next to gunicorn's log. The slow client's idle timeout is
-# WSGIPIPE_IDLE_TIMEOUT, read by the app (examples/app.py), not by gunicorn.
+# WSGIPIPE_IDLE_TIMEOUT, and the minimum rate a client must read at is
+# WSGIPIPE_MIN_RATE (240 bytes/s after a 5 s grace period, as Kestrel; `1k`,
+# `0` for off); both are read by the app (examples/app.py), not by gunicorn.
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

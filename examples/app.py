@@ -10,8 +10,10 @@ Run it with ``gunicorn examples.app:app`` (``make run``; settings in
   ``curl --limit-rate`` but done by the server.
 
 Environment: ``WSGIPIPE_TEE`` (comma-separated extra sinks: ``stdout``,
-``sha256``, ``dir:PATH``) and ``WSGIPIPE_IDLE_TIMEOUT`` (seconds a client may
-read nothing before it is cut off; 30 by default, 0 turns it off).
+``sha256``, ``dir:PATH``), ``WSGIPIPE_IDLE_TIMEOUT`` (seconds a client may
+read nothing before it is cut off; 30 by default, 0 turns it off) and
+``WSGIPIPE_MIN_RATE`` (bytes per second a client must take after a 5 s grace
+period, ``1k`` or ``240``; 240 by default, 0 turns it off).
 ``big.html`` and ``big.bin`` are generated in the root on first use.
 """
 
@@ -24,7 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from wsgipipe import DEFAULT_IDLE_TIMEOUT, ConfigurationError, Delay, Throttle, stack, static_app
+from wsgipipe import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MIN_RATE,
+    ConfigurationError,
+    Delay,
+    Throttle,
+    stack,
+    static_app,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -103,8 +113,10 @@ class Experiments:
 def build(root: Path = ROOT) -> WSGIApplication:
     """The whole example app, configured from the environment."""
     idle = float(os.environ.get("WSGIPIPE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
+    min_rate = os.environ.get("WSGIPIPE_MIN_RATE", f"{DEFAULT_MIN_RATE:g}")
     make_big_files(root)
-    return stack(Experiments(root), tee=os.environ.get("WSGIPIPE_TEE", ""), idle_timeout=idle)
+    tee = os.environ.get("WSGIPIPE_TEE", "")
+    return stack(Experiments(root), tee=tee, idle_timeout=idle, min_rate=min_rate)
 
 
 logging.getLogger("wsgipipe").setLevel(logging.INFO)

@@ -25,8 +25,9 @@ from ._errors import (
     WsgipipeError,
 )
 from ._file_errors import FileErrors
-from ._idle_timeout import IdleTimeout
+from ._idle_timeout import IdleTimeout, MinRate
 from ._logging import JsonFormatter, log_to_stderr
+from ._pace import DEFAULT_MIN_RATE, Pace
 from ._record import Transfer, current_transfer
 from ._response import file_response
 from ._stack import DEFAULT_IDLE_TIMEOUT, folder_app, stack, static_app
@@ -42,6 +43,7 @@ _compat.install()
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MIN_RATE",
     "Body",
     "ClientGone",
     "ConfigurationError",
@@ -53,8 +55,10 @@ __all__ = [
     "HTTPError",
     "IdleTimeout",
     "JsonFormatter",
+    "MinRate",
     "Observed",
     "Outcome",
+    "Pace",
     "RangeNotSatisfiable",
     "SinkError",
     "Static",

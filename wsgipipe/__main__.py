@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._pace import DEFAULT_GRACE, DEFAULT_MIN_RATE
 from ._stack import DEFAULT_IDLE_TIMEOUT, folder_app
 
 __all__ = ["main", "parser", "settings_from"]
@@ -54,6 +55,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"cut off a client that reads nothing this long ({DEFAULT_IDLE_TIMEOUT:g}; 0 = off)",
     )
+    serve.add_argument(
+        "--min-rate",
+        default=f"{DEFAULT_MIN_RATE:g}",
+        metavar="RATE",
+        help=f"cut off a client slower than RATE bytes/s after {DEFAULT_GRACE:g} s "
+        f"({DEFAULT_MIN_RATE:g}; 1k; 0 = off)",
+    )
     return top
 
 
@@ -84,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tee=",".join(args.tee),
             idle_timeout=args.idle_timeout or None,
             limit_rate=args.limit_rate,
+            min_rate=args.min_rate,
         )
     except ConfigurationError as exc:
         top.error(str(exc))

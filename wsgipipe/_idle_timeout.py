@@ -1,7 +1,14 @@
-"""IdleTimeout: cut off a client that stops reading, and the watchdog that does it."""
+"""IdleTimeout and MinRate: cut off a client that stops reading or reads too slowly.
+
+One watchdog thread per process looks at the client socket of every watched
+response and feeds a :class:`~wsgipipe._pace.Progress` what the client has
+acknowledged; the policy itself (and its exact reasons) is in
+:mod:`wsgipipe._pace`.
+"""
 
 from __future__ import annotations
 
+import _socket
 import fcntl
 import logging
 import os
@@ -12,22 +19,77 @@ import threading
 import time
 from collections.abc import Iterable
 from contextlib import suppress
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ._body import Body, Observed, tracked
 from ._connection import Connection
 from ._errors import ConfigurationError
+from ._pace import DEFAULT_GRACE, DEFAULT_MIN_RATE, PACE_KEY, Pace, idle_reason
 from ._record import current_transfer
+from ._through import parse_rate
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["IdleTimeout", "Watchdog", "watchdog"]
+__all__ = ["IdleTimeout", "MinRate", "Watchdog", "min_rate_from", "watchdog"]
 
 log = logging.getLogger("wsgipipe.idle_timeout")
 
+#: Set once a pace middleware watches the response, so that nested ones
+#: (a deployment's IdleTimeout around an app's own MinRate) watch it once.
+_WATCHED = "wsgipipe.pace.watched"
 
-class IdleTimeout:
+
+def min_rate_from(value: str | float | None) -> float | None:
+    """Bytes per second from ``"1k"``, ``"240"``, ``240.0``; None for ``0``, ``""`` or None.
+
+    Units as :func:`~wsgipipe.Throttle` (curl's: k = 1024). Raises
+    :class:`~wsgipipe.errors.ConfigurationError` for anything else.
+    """
+    if value is None or (isinstance(value, str) and value.strip() in ("", "0", "off")):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return None
+    return float(parse_rate(value.strip() if isinstance(value, str) else value))
+
+
+class _Paced:
+    """Shared shape: call the app, then watch the client socket while the body is sent."""
+
+    def __init__(self, app: WSGIApplication, pace: Pace) -> None:
+        self.app = app
+        self.pace = pace
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        sock = Connection(environ).socket
+        result = self.app(environ, start_response)
+        # A Pace the app or an inner middleware stored replaces ours for
+        # this response; storing ours tells an offloading server the pace.
+        pace = environ.get(PACE_KEY)
+        if not isinstance(pace, Pace):
+            pace = environ[PACE_KEY] = self.pace
+        if sock is None or not pace.active or environ.get(_WATCHED) or _queued(sock) is None:
+            return result
+        environ[_WATCHED] = True
+        body = tracked(result)
+        if body is None:
+            body = result = Observed(result)
+        watch = watchdog().watch(sock, pace)
+        body.on_close(lambda b: _closed(b, environ, watch))
+        return result
+
+
+def _closed(body: Body, environ: WSGIEnvironment, watch: _Watch) -> None:
+    watchdog().unwatch(watch)
+    if watch.cut is not None and body.outcome != "finished":
+        body.abort(watch.cut)
+        record = current_transfer(environ)
+        if record is not None:
+            record.reason = record.reason or watch.cut
+
+
+class IdleTimeout(_Paced):
     """Middleware: cut off a client that accepts no bytes for ``seconds``.
 
     The counterpart of Node's ``server.setTimeout``. While a response is
@@ -40,6 +102,10 @@ class IdleTimeout:
     the other transfers on the worker untouched) and the transfer is
     recorded as ``aborted`` with ``reason='idle timeout 30s'``.
 
+    With ``min_rate`` (bytes per second, or ``"1k"``), a client that takes
+    the response slower than that floor after ``grace`` seconds is cut the
+    same way, with ``reason='min rate'`` (see :class:`MinRate`).
+
     Progress is what the client acknowledges, not how often the server gets
     to write, so a slow reader that keeps moving is never cut, whatever the
     socket buffer sizes; and a response that is merely slow to produce
@@ -50,71 +116,105 @@ class IdleTimeout:
     nothing; use the server's own setting there (waitress ``channel_timeout``).
     """
 
-    def __init__(self, app: WSGIApplication, seconds: float) -> None:
+    def __init__(
+        self,
+        app: WSGIApplication,
+        seconds: float,
+        *,
+        min_rate: str | float | None = None,
+        grace: float = DEFAULT_GRACE,
+    ) -> None:
         if not seconds > 0:
             raise ConfigurationError(f"idle timeout must be a positive number, not {seconds!r}")
-        self.app = app
+        super().__init__(app, Pace(seconds, min_rate_from(min_rate), grace))
         self.seconds = float(seconds)
-        self.reason = f"idle timeout {self.seconds:g}s"
+        self.reason = idle_reason(self.seconds)
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        sock = Connection(environ).socket
-        result = self.app(environ, start_response)
-        if sock is None or _queued(sock) is None:
-            return result
-        body = tracked(result)
-        if body is None:
-            body = result = Observed(result)
-        watch = watchdog().watch(sock, self.seconds)
-        body.on_close(lambda b: self._closed(b, environ, watch))
-        return result
 
-    def _closed(self, body: Body, environ: WSGIEnvironment, watch: _Watch) -> None:
-        watchdog().unwatch(watch)
-        if watch.cut and body.outcome != "finished":
-            body.abort(self.reason)
-            record = current_transfer(environ)
-            if record is not None:
-                record.reason = record.reason or self.reason
+class MinRate(_Paced):
+    """Middleware: cut off a client that takes the response slower than ``rate``.
+
+    Kestrel's ``MinResponseDataRate``: by default 240 bytes per second after
+    a 5 s grace period. Only time during which bytes wait in the socket for
+    the client counts, and the bytes it acknowledges earn it time (a fast
+    start gives slack); a client that falls behind ``grace + acked / rate``
+    seconds of waiting is cut off as :class:`IdleTimeout` does, and recorded
+    as ``aborted`` with ``reason='min rate'``. Needs ``TCP_INFO`` (TCP on
+    Linux); on other sockets it does nothing.
+
+    One response can have its own pace: a middleware or the app stores a
+    :class:`~wsgipipe.Pace` in ``environ["wsgipipe.pace"]`` before returning.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        rate: str | float = DEFAULT_MIN_RATE,
+        *,
+        grace: float = DEFAULT_GRACE,
+    ) -> None:
+        min_rate = min_rate_from(rate)
+        if min_rate is None:
+            raise ConfigurationError(f"a minimum rate must be at least 1 byte/s, not {rate!r}")
+        super().__init__(app, Pace(None, min_rate, grace))
+        self.rate = min_rate
 
 
 class _Watch:
-    """One watched response: the socket and when its client last made progress."""
+    """One watched response: its socket and the checker of its client's progress."""
 
-    def __init__(self, sock: socket.socket, seconds: float) -> None:
+    def __init__(self, sock: socket.socket, pace: Pace) -> None:
         self.sock = sock
-        self.seconds = seconds
-        self.mark: int | None = None
-        self.since = time.monotonic()
-        self.cut = False
+        self.counts_bytes = _acked(sock) is not None
+        if not self.counts_bytes:
+            pace = replace(pace, min_rate=None)  # AF_UNIX: no byte count to rate
+        self.interval = pace.check_interval()
+        self.progress = pace.progress(time.monotonic())
+        self.queued: int | None = None
+        self.moves = 0
+        self.cut: str | None = None
 
     def check(self, now: float) -> None:
         queued = _queued(self.sock)
-        if queued is None or self.cut:
+        if queued is None or self.cut is not None:
             return  # closed under us, or already cut
-        acked = _acked(self.sock)
-        mark = queued if acked is None else acked  # AF_UNIX has no TCP_INFO
-        if queued == 0 or mark != self.mark:
-            # Nothing waiting for the client, or it took some: not idle.
-            self.mark, self.since = mark, now
-        elif now - self.since >= self.seconds:
-            self.cut = True
-            with suppress(OSError):
-                # Wakes the blocked send()/sendfile() with EPIPE, which every
-                # server treats as a client that went away.
-                self.sock.shutdown(socket.SHUT_RDWR)
+        acked = _acked(self.sock) if self.counts_bytes else None
+        if acked is None:
+            # No TCP_INFO (AF_UNIX): a send queue that changes is progress.
+            self.moves += queued != self.queued
+            self.queued, acked = queued, self.moves
+        # Nothing queued means the server is not waiting on the client.
+        reason = self.progress.progress(acked, now, pending=queued > 0)
+        if reason is not None:
+            self.cut = reason
+            _shutdown(self.sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Shut the connection down: the blocked send()/sendfile() fails with EPIPE.
+
+    Every server treats EPIPE as a client that went away. Done on a plain
+    duplicate of the descriptor: gevent's ``socket.shutdown`` would also wake
+    the waiting greenlet with EBADF, which gunicorn logs as an error.
+    """
+    with suppress(OSError, ValueError):
+        raw = _socket.socket(fileno=os.dup(sock.fileno()))
+        try:
+            raw.shutdown(socket.SHUT_RDWR)
+        finally:
+            raw.close()
 
 
 class Watchdog:
-    """A daemon thread checking every watched response a few times per timeout."""
+    """A daemon thread checking every watched response a few times per limit."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._watches: set[_Watch] = set()
         self._thread: threading.Thread | None = None
 
-    def watch(self, sock: socket.socket, seconds: float) -> _Watch:
-        watch = _Watch(sock, seconds)
+    def watch(self, sock: socket.socket, pace: Pace) -> _Watch:
+        watch = _Watch(sock, pace)
         with self._cond:
             self._watches.add(watch)
             if self._thread is None:
@@ -141,9 +241,9 @@ class Watchdog:
                     watch.check(now)
                 except Exception:  # never let one socket stop the watchdog
                     log.exception("idle-timeout check failed")
-            # A quarter of the shortest timeout: a stall is cut within
+            # A quarter of the shortest limit: a stall is cut within
             # seconds * 1.25 at worst, at a cost of a few syscalls.
-            time.sleep(min(max(min(w.seconds for w in watches) / 4, 0.01), 0.25))
+            time.sleep(min(w.interval for w in watches))
 
 
 _watchdogs: dict[int, Watchdog] = {}

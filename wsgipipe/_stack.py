@@ -5,7 +5,8 @@ any app in the same layers, outermost first:
 
 * :class:`~wsgipipe.TransferLog`: one line per response at ``close()``;
 * :class:`~wsgipipe.IdleTimeout`: a client that reads nothing for N seconds
-  is cut off (30 s by default);
+  is cut off (30 s by default), and so is one that reads slower than the
+  minimum rate (:class:`~wsgipipe.MinRate`: 240 B/s after 5 s by default);
 * :class:`~wsgipipe.Tee`: extra sinks (``stdout``, ``sha256``, ``dir:PATH``);
 * :class:`~wsgipipe.Throttle`: an optional server-side rate limit;
 * :class:`~wsgipipe.FileErrors` around the file app (:class:`~wsgipipe.Static`
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING
 from . import sinks
 from ._errors import ConfigurationError
 from ._file_errors import FileErrors
-from ._idle_timeout import IdleTimeout
+from ._idle_timeout import IdleTimeout, MinRate, min_rate_from
+from ._pace import DEFAULT_MIN_RATE
 from ._static import Static
 from ._tee import Tee
 from ._through import Throttle
@@ -74,18 +76,23 @@ def stack(
     tee: str | Iterable[str] = (),
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     limit_rate: str | float | None = None,
+    min_rate: str | float | None = DEFAULT_MIN_RATE,
 ) -> WSGIApplication:
     """Wrap ``app`` in wsgipipe's serving layers (see the module docstring).
 
-    ``idle_timeout`` of None or 0 turns the idle timeout off.
+    ``idle_timeout`` of None or 0 turns the idle timeout off; ``min_rate``
+    (bytes per second, ``"1k"``) of None or 0 turns the minimum rate off.
     """
+    floor = min_rate_from(min_rate)
     if limit_rate:
         app = Throttle(app, limit_rate)
     sinks_ = parse_tee(tee)
     if sinks_:
         app = Tee(app, *sinks_)
     if idle_timeout:
-        app = IdleTimeout(app, idle_timeout)
+        app = IdleTimeout(app, idle_timeout, min_rate=floor)
+    elif floor:
+        app = MinRate(app, floor)
     return TransferLog(app)
 
 
@@ -95,9 +102,16 @@ def folder_app(
     tee: str | Iterable[str] = (),
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     limit_rate: str | float | None = None,
+    min_rate: str | float | None = DEFAULT_MIN_RATE,
 ) -> WSGIApplication:
     """The app ``wsgipipe serve DIR`` runs: files under ``root`` through :func:`stack`."""
-    return stack(static_app(root), tee=tee, idle_timeout=idle_timeout, limit_rate=limit_rate)
+    return stack(
+        static_app(root),
+        tee=tee,
+        idle_timeout=idle_timeout,
+        limit_rate=limit_rate,
+        min_rate=min_rate,
+    )
 
 
 def static_app(root: str | os.PathLike[str], *, index: str = "index.html") -> WSGIApplication:
