@@ -18,14 +18,14 @@ from wsgiref.util import FileWrapper
 
 from werkzeug.security import safe_join
 
-from wsgipipe import FileStream, Tee, TransferLog
+from wsgipipe import Delay, FileStream, IdleTimeout, Tee, TransferLog
 from wsgipipe.sinks import Digest
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 CHUNK = 64 * 1024
-#: The "slow through" of the field notes: a pause after every chunk.
+#: A slow source ("slow through"): the pause after every chunk.
 SLOW_DELAY = 5.0
 #: Per-write pause of the slow tee sink (16384 writes for 1 GiB: about 3 s).
 SLOW_SINK_PAUSE = 0.0002
@@ -125,7 +125,7 @@ class SlowSink:
 
 
 class BufferingLog:
-    """The naive body logger: keeps the whole body to log it at the end (F39)."""
+    """The naive body logger: keeps the whole body to log it at the end, as some do."""
 
     def __init__(self, app: WSGIApplication) -> None:
         self.app = app
@@ -186,15 +186,15 @@ BUILDERS: dict[str, Callable[[], WSGIApplication]] = {
     "tee_slow": lambda: Tee(stream_only, SlowSink()),
     "buffer_log": lambda: BufferingLog(stream_only),
     "slow_generator": lambda: slow_generator,
+    # wsgipipe's Delay notices the hang-up during its pause; IdleTimeout cuts a
+    # reader that stopped reading, and keeps zero-copy.
+    "slow_wsgipipe": lambda: TransferLog(Delay(stream_only, SLOW_DELAY)),
+    "idle_wsgipipe": lambda: TransferLog(IdleTimeout(stream_only, IDLE_TIMEOUT)),
 }
 
 
 def build(name: str) -> WSGIApplication:
     """The app called ``name``; gunicorn calls this as ``bench.apps:build('name')``."""
-    from . import issue3
-
-    if name in issue3.BUILDERS:
-        return issue3.BUILDERS[name]()
     _show_transfer_lines()
     return BUILDERS[name]()
 

@@ -147,7 +147,7 @@ def measure_stall(settings: Settings) -> Measurement:
     m.notes.append(
         f"wsgipipe's idle timeout is {apps.IDLE_TIMEOUT:g} s; the sync worker runs with "
         f"--timeout {SYNC_TIMEOUT}; a file still open after {STALL_CAP:g} s counts as a failed "
-        "run (held indefinitely, as measured in the field notes)."
+        "run (plain gthread holds it for as long as the reader waits)."
     )
     names = [n for n in STALL if _stall_available(m, n)]
     for r, order in rounds(names, settings.slow_runs):

@@ -1,4 +1,4 @@
-"""Bad input against Static: traversal, range abuse, malformed headers, fuzzing (issue 6).
+"""Bad input against Static: traversal, range abuse, malformed headers, fuzzing.
 
 The tree every test serves::
 

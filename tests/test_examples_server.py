@@ -250,7 +250,7 @@ def test_curl_limit_rate_then_ctrl_c(gthread: GunicornServer, root: Path) -> Non
 
 
 def test_sync_worker_is_killed_by_the_arbiter_during_a_long_download(root: Path) -> None:
-    """Pinned down on purpose (F26/F27): sync only heartbeats between requests."""
+    """Pinned down on purpose: sync only heartbeats between requests (docs/decisions.md)."""
     with example_server(root, "sync", workers=1, threads=1, timeout=2) as server:
         assert "Using worker: sync" in server.log
         (first,) = server.worker_pids()

@@ -1,4 +1,4 @@
-"""Fault injection under a real gunicorn with real files (issue 6).
+"""Fault injection under a real gunicorn with real files.
 
 Each case breaks something while a download is running (the file, a sink,
 the source, the worker, the server) and then checks the same three things:

@@ -1,4 +1,4 @@
-"""The lifecycle suite under every common WSGI server (issue 6, server matrix).
+"""The lifecycle suite under every common WSGI server (the server matrix).
 
 The same app (``tests/lifecycle_app.py``: a FileStream behind TransferLog and
 FileErrors) runs under gunicorn's sync, gthread and gevent workers, waitress,

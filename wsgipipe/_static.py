@@ -335,7 +335,7 @@ def _safe_name(path_info: str, index: str | None, allow_hidden: bool) -> str | N
 
     PEP 3333 gives PATH_INFO already percent-decoded, as latin-1 text; it is
     turned back into bytes and read as UTF-8 exactly once, never unquoted
-    again, so "%252e" stays a literal "%2e" (F36).
+    again, so "%252e" stays a literal "%2e" (docs/decisions.md#decode-once).
     """
     try:
         text = path_info.encode("latin-1").decode("utf-8")

@@ -154,7 +154,7 @@ class DigestWriter:
 
     def finish(self, outcome: Outcome) -> None:
         # The digest is of the bytes sent (RFC 9530's Content-Digest sense):
-        # for a 206 it covers the range only, so say so (F40).
+        # for a 206 it covers the range only, so say so (docs/decisions.md#range-digests).
         self.scope = scope_of(self.status, outcome)
         record = current_transfer(self._environ)
         if record is not None:
