@@ -1,0 +1,245 @@
+"""Prometheus metrics from the transfer records: in-process, then across real gunicorn workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from webtest import TestApp
+
+from wsgipipe import Tee, Transfer, TransferLog, stack, static_app
+from wsgipipe.prometheus import TransferMetrics, reason_label
+from wsgipipe.testing import (
+    GunicornServer,
+    disconnect_after,
+    download,
+    open_files,
+    raw_request,
+    wait_for_transfer,
+    wait_until,
+)
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 256 * 1024
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "file.bin").write_bytes(os.urandom(SIZE))
+    return tmp_path
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+class TestInProcess:
+    def test_finished_download_counts_once_with_its_bytes(self, root: Path) -> None:
+        registry = CollectorRegistry()
+        metrics = TransferMetrics(registry)
+        app = TestApp(metrics.wrap(static_app(root)), lint=True)
+        assert len(app.get("/file.bin").body) == SIZE
+        labels = {"outcome": "finished", "status_class": "2xx", "reason": ""}
+        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
+        sent = sum(
+            value(registry, "wsgipipe_sent_bytes_total", via=v) for v in ("python", "sendfile")
+        )
+        assert sent == SIZE
+        assert value(registry, "wsgipipe_transfer_duration_seconds_count", outcome="finished") == 1
+        assert value(registry, "wsgipipe_transfers_in_flight") == 0
+
+    def test_not_found_is_a_finished_4xx(self, root: Path) -> None:
+        registry = CollectorRegistry()
+        app = TestApp(TransferMetrics(registry).wrap(static_app(root)), lint=True)
+        app.get("/missing", status=404)
+        labels = {"outcome": "finished", "status_class": "4xx", "reason": ""}
+        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
+
+    def test_in_flight_until_close(self, root: Path) -> None:
+        registry = CollectorRegistry()
+        app = TransferMetrics(registry).wrap(static_app(root))
+        statuses: list[str] = []
+        body = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/file.bin"}, _start(statuses))
+        assert value(registry, "wsgipipe_transfers_in_flight") == 1
+        next(iter(body))
+        body.close()  # type: ignore[attr-defined]
+        assert value(registry, "wsgipipe_transfers_in_flight") == 0
+        labels = {"outcome": "aborted", "status_class": "2xx", "reason": ""}
+        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
+
+    def test_client_gone_after_first_chunk_is_aborted(self, root: Path) -> None:
+        registry = CollectorRegistry()
+        app = TransferMetrics(registry).wrap(static_app(root))
+        result = disconnect_after(app, 65536, "/file.bin")
+        assert result.wsgipipe_body is not None and result.wsgipipe_body.outcome == "aborted"
+        labels = {"outcome": "aborted", "status_class": "2xx", "reason": ""}
+        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
+        assert value(registry, "wsgipipe_sent_bytes_total", via="python") == 65536
+
+    def test_failed_app_counts_with_exception_name(self) -> None:
+        registry = CollectorRegistry()
+
+        def broken(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            raise RuntimeError("boom")
+
+        app = TransferMetrics(registry).wrap(broken)
+        with pytest.raises(RuntimeError):
+            download(app, "/")
+        labels = {"outcome": "failed", "status_class": "none", "reason": "RuntimeError"}
+        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
+        assert value(registry, "wsgipipe_transfers_in_flight") == 0
+
+    def test_tee_sink_failure_is_counted(self, root: Path) -> None:
+        registry = CollectorRegistry()
+
+        class Broken:
+            def write(self, chunk: bytes) -> None:
+                raise OSError("disk full")
+
+        app = TestApp(TransferMetrics(registry).wrap(Tee(static_app(root), Broken())), lint=True)
+        assert len(app.get("/file.bin").body) == SIZE  # the client still gets everything
+        assert value(registry, "wsgipipe_tee_sink_failures_total") == 1
+
+    def test_wrap_reuses_an_existing_transfer_log(self, root: Path) -> None:
+        logged: list[Transfer] = []
+        registry = CollectorRegistry()
+        app = TestApp(
+            TransferMetrics(registry).wrap(TransferLog(static_app(root), on_done=logged.append))
+        )
+        app.get("/file.bin")
+        assert len(logged) == 1  # one record, not two layers of logging
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reason", "error", "label"),
+    [
+        ("aborted", "idle timeout 30s", None, "idle_timeout"),
+        ("aborted", "client disconnected", None, "client_disconnected"),
+        ("aborted", "min rate 240 B/s after 5s", None, "min_rate"),
+        ("aborted", None, None, ""),
+        ("finished", "idle timeout 1s", None, ""),
+        ("failed", None, ValueError("x"), "ValueError"),
+    ],
+)
+def test_reason_label_is_low_cardinality(
+    outcome: str, reason: str | None, error: BaseException | None, label: str
+) -> None:
+    record = Transfer("GET", "/", outcome=outcome, reason=reason, error=error)  # type: ignore[arg-type]
+    assert reason_label(record) == label
+
+
+class TestReservedPrefix:
+    def test_a_file_under_dash_is_never_served(self, root: Path) -> None:
+        (root / "-").mkdir()
+        (root / "-" / "metrics").write_bytes(b"a file\n")
+        app = TestApp(stack(static_app(root)), lint=True)
+        app.get("/-/metrics", status=404)
+        app.get("/-/", status=404)
+        assert app.get("/file.bin").status_int == 200
+
+    def test_metrics_off_by_default_and_on_when_asked(self, root: Path) -> None:
+        TestApp(stack(static_app(root)), lint=True).get("/-/metrics", status=404)
+        app = TestApp(stack(static_app(root), metrics=True), lint=True)
+        app.get("/file.bin")
+        text = app.get("/-/metrics").text
+        assert "wsgipipe_transfers_total{" in text
+        assert "wsgipipe_transfers_in_flight" in text
+
+
+def _start(statuses: list[str]) -> StartResponse:
+    def start_response(status: str, headers: object, exc_info: object = None) -> object:
+        statuses.append(status)
+        return lambda data: None
+
+    return start_response  # type: ignore[return-value]
+
+
+# -- across real gunicorn workers ------------------------------------------------------
+
+BIG = 16 * 1024 * 1024
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(server: GunicornServer) -> Samples:
+    with urllib.request.urlopen(server.url + "/-/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **want: str
+) -> float:
+    return sum(
+        v
+        for (n, labels), v in samples.items()
+        if n == name and all(dict(labels).get(k) == w for k, w in want.items())
+    )
+
+
+@pytest.mark.server
+def test_metrics_summed_across_two_workers_and_a_restart(tmp_path: Path) -> None:
+    public = tmp_path / "public"
+    public.mkdir()
+    (public / "small.bin").write_bytes(os.urandom(SIZE))
+    (public / "big.bin").write_bytes(os.urandom(BIG))
+    (public / "big.html").write_bytes(b"<p>pre-made, so the app does not generate it</p>\n")
+    multiproc = tmp_path / "prom"
+    multiproc.mkdir()
+    env = {
+        "WSGIPIPE_ROOT": str(public),
+        "WSGIPIPE_METRICS": "1",
+        "WSGIPIPE_MIN_RATE": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+    }
+    with GunicornServer(
+        "examples.app:app", workers=2, threads=4, cwd=REPO, env=env, config="gunicorn.conf.py"
+    ) as server:
+        first = server.worker_pids()
+        for _ in range(6):  # Connection: close spreads them over both workers
+            req = urllib.request.Request(server.url + "/small.bin", headers={"Connection": "close"})
+            with urllib.request.urlopen(req, timeout=5) as answer:
+                assert len(answer.read()) == SIZE
+        for n in range(2):  # two clients that leave early
+            with raw_request(server, "/big.bin") as sock:
+                sock.recv(65536)
+            wait_for_transfer(server, "/big.bin", count=n + 1)
+        stalled = raw_request(server, "/big.bin")  # reads nothing: stays in flight
+        try:
+            assert wait_until(lambda: total(scrape(server), "wsgipipe_transfers_in_flight") == 1)
+            assert wait_until(lambda: any(open_files(p, public) for p in first))
+            holder = next(p for p in first if open_files(p, public))
+            os.kill(holder, signal.SIGKILL)  # a crashed worker: its transfer never closes
+            assert wait_until(
+                lambda: len(server.worker_pids()) == 2 and holder not in server.worker_pids(), 15
+            )
+        finally:
+            stalled.close()
+        samples = scrape(server)
+        assert total(samples, "wsgipipe_transfers_in_flight") == 0  # child_exit forgot it
+        # Scrapes are not transfers: /-/ is answered outside the counted stack.
+        assert total(samples, "wsgipipe_transfers_total", outcome="finished") == 6
+        # The dead worker's counts survive it.
+        assert (
+            total(samples, "wsgipipe_transfers_total", outcome="aborted", status_class="2xx") == 2
+        )
+        assert total(samples, "wsgipipe_sent_bytes_total") >= 6 * SIZE
+        assert total(samples, "wsgipipe_transfer_duration_seconds_count") == 8
+        assert not (multiproc / f"gauge_livesum_{holder}.db").exists()
+        assert (multiproc / f"counter_{holder}.db").exists()
