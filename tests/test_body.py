@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from wsgipipe import Observed
-from wsgipipe._body import close_all, tracked
+from wsgipipe._body import close_all
+from wsgipipe._handoff import tracked
 
 
 class AppIterable:

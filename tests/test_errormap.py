@@ -12,7 +12,7 @@ import pytest
 from webtest import TestApp
 
 from wsgipipe import FileErrors, FileStream, HTTPError, RangeNotSatisfiable, Tee, TransferLog, sinks
-from wsgipipe._body import tracked
+from wsgipipe._handoff import tracked
 from wsgipipe.testing import open_files
 
 if TYPE_CHECKING:

@@ -20,15 +20,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from ._errors import ClientGone
 
-__all__ = ["Body", "Observed", "Outcome", "close_all", "tracked"]
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+__all__ = ["READS_BODY", "Body", "Observed", "Outcome", "close_all", "server_wrapper"]
 
 Outcome: TypeAlias = Literal["finished", "aborted", "failed"]
 Chunk: TypeAlias = bytes
 Transform: TypeAlias = Callable[[bytes], bytes]
+
+#: Set in the environ by a layer that reads the body (Tee, Through...) before
+#: it calls its app, so that no layer beneath builds a server file wrapper
+#: that it would only undo (the rule is in :mod:`wsgipipe._handoff`).
+READS_BODY = "wsgipipe.reads_body"
 
 
 def close_all(*steps: Callable[[], object]) -> None:
@@ -232,14 +240,16 @@ class Observed(Body):
             close()
 
 
-def tracked(iterable: Iterable[bytes]) -> Body | None:
-    """The wsgipipe :class:`Body` behind ``iterable``, if there is one.
+def server_wrapper(environ: WSGIEnvironment) -> Callable[..., Iterable[bytes]] | None:
+    """The server's ``wsgi.file_wrapper``, if a file body may be handed to it.
 
-    Sees through a server's ``wsgi.file_wrapper`` whose ``filelike`` is a
-    wsgipipe stream, so that layers that only observe (logging, error
-    mapping) can keep the zero-copy path instead of wrapping it.
+    Not when a layer above reads the body (:data:`READS_BODY`). Not under
+    uWSGI, whose file_wrapper sends the descriptor from byte 0 whatever its
+    offset (falcon PR#1991), so a range would get the wrong bytes, and never
+    reads or seeks through the file object, so the record would say
+    "aborted 0 B" for a complete download: reading in Python is correct there.
     """
-    if isinstance(iterable, Body):
-        return iterable
-    filelike = getattr(iterable, "filelike", None)
-    return filelike if isinstance(filelike, Body) else None
+    if READS_BODY in environ or "uwsgi.version" in environ:
+        return None
+    wrapper: Callable[..., Iterable[bytes]] | None = environ.get("wsgi.file_wrapper")
+    return wrapper

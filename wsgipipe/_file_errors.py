@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from ._body import Body, Observed, close_all, tracked
+from ._body import Body, close_all
 from ._error_response import error_response, status_for
 from ._errors import HTTPError
+from ._handoff import observe
 from ._record import current_transfer
-from ._stream import FileStream, server_body
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -93,17 +93,10 @@ class FileErrors:
 
     def _start(self, environ: WSGIEnvironment, result: Iterable[bytes]) -> Iterable[bytes]:
         """Make the body's first failure happen now; return what the server gets."""
-        found = tracked(result)
-        if isinstance(found, FileStream):
-            found.open()  # no bytes pulled, so the zero-copy path stays open
-            found.on_close(_log_late_failure)
-            return server_body(environ, result)
-        # An Observed body (from Tee, Through...) is primed in place rather
-        # than wrapped again: one Python frame less per chunk.
-        body = result if isinstance(result, Observed) else Observed(result)
-        body.prime()
+        # A file is opened, not read, so the zero-copy path stays open.
+        body, server = observe(environ, result, prime=True)
         body.on_close(_log_late_failure)
-        return body
+        return server
 
     def _answer(
         self, environ: WSGIEnvironment, start_response: StartResponse, exc: Exception

@@ -22,9 +22,10 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ._body import Body, Observed, tracked
+from ._body import Body
 from ._connection import Connection
 from ._errors import ConfigurationError
+from ._handoff import observe
 from ._pace import DEFAULT_GRACE, DEFAULT_MIN_RATE, PACE_KEY, Pace, idle_reason
 from ._record import current_transfer
 from ._through import parse_rate
@@ -72,12 +73,10 @@ class _Paced:
         if sock is None or not pace.active or environ.get(_WATCHED) or _queued(sock) is None:
             return result
         environ[_WATCHED] = True
-        body = tracked(result)
-        if body is None:
-            body = result = Observed(result)
+        body, server = observe(environ, result)
         watch = watchdog().watch(sock, pace)
         body.on_close(lambda b: _closed(b, environ, watch))
-        return result
+        return server
 
 
 def _closed(body: Body, environ: WSGIEnvironment, watch: _Watch) -> None:

@@ -16,11 +16,13 @@ import secrets
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import _http as http
+from ._body import Body, server_wrapper
 from ._entity import Entity, entity_for
 from ._error_response import plain_body, plain_headers, status_line
 from ._errors import FileChanged, RangeNotSatisfiable
 from ._file_bodies import ByteRanges, Loaded
 from ._files import open_regular
+from ._handoff import hand_over
 from ._stream import DEFAULT_CHUNK_SIZE, FileStream
 
 if TYPE_CHECKING:
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from ._body import Body
 
 __all__ = ["SMALL_FILE", "FileResponse", "file_response", "respond"]
 
@@ -54,8 +55,7 @@ class FileResponse:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         start_response(status_line(self.status), self.headers)
-        body = self.body
-        return body.for_server(environ) if isinstance(body, FileStream) else body
+        return hand_over(environ, self.body)
 
     def close(self) -> None:
         close = getattr(self.body, "close", None)
@@ -97,7 +97,7 @@ def respond(
         return FileResponse(status, headers, _empty(environ, status))
     start, stop = ranges[0] if ranges else (0, st.st_size)
     length = stop - start
-    offered = zero_copy and "wsgi.file_wrapper" in environ
+    offered = zero_copy and server_wrapper(environ) is not None
     body: Body
     if plan is None and (length <= small_file or (length <= chunk_size and not offered)):
         body = Loaded(fd, start, length, name)  # one read; the descriptor is freed now

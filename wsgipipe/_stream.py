@@ -18,7 +18,7 @@ import os
 import stat
 from typing import IO, TYPE_CHECKING
 
-from ._body import Body
+from ._body import Body, server_wrapper
 from ._errors import FileChanged
 from ._files import OPEN_FLAGS
 
@@ -100,6 +100,14 @@ class FileStream(Body):
         self._measure(self._file)
         return self
 
+    @property
+    def opened(self) -> bool:
+        return self._opened
+
+    def _open_once(self) -> None:  # the stream's own calls: size, read, fileno...
+        if not self._opened:
+            self.open()
+
     def _open_source(self) -> IO[bytes]:
         if not isinstance(self._source, (str, os.PathLike)):
             return self._source
@@ -154,26 +162,26 @@ class FileStream(Body):
     @property
     def size(self) -> int | None:
         """Bytes this stream will send (its Content-Length), or None if unknown."""
-        self.open()
+        self._open_once()
         return self._end - self.offset if self._end is not None else self._want
 
     @property
     def stat(self) -> os.stat_result | None:
         """``os.fstat`` of the open descriptor (None for BytesIO and the like)."""
-        self.open()
+        self._open_once()
         return self._stat
 
     @property
     def file_size(self) -> int | None:
         """Size of the whole file (for ``Content-Range``), when known."""
-        self.open()
+        self._open_once()
         if self._stat is not None and stat.S_ISREG(self._stat.st_mode) and self._end is not None:
             return self._stat.st_size
         return self._end
 
     @property
     def is_regular(self) -> bool:
-        self.open()
+        self._open_once()
         return self._stat is not None and stat.S_ISREG(self._stat.st_mode)
 
     # -- iteration (the Python path) --------------------------------------
@@ -182,7 +190,7 @@ class FileStream(Body):
             raise StopIteration
         self._iterated = True
         try:
-            self.open()
+            self._open_once()
             chunk = self._read_chunk()
         except BaseException as exc:
             self._next_failed(exc)
@@ -221,7 +229,7 @@ class FileStream(Body):
         return chunk
 
     def _read(self, size: int) -> bytes:
-        self.open()
+        self._open_once()
         if self._released:
             return b""
         want = self.chunk_size if size is None or size < 0 else size
@@ -252,7 +260,7 @@ class FileStream(Body):
 
     def fileno(self) -> int:
         """The descriptor, only for regular files (what sendfile needs)."""
-        self.open()
+        self._open_once()
         if self._fd is None or self._released:
             raise io.UnsupportedOperation("fileno")
         return self._fd
@@ -294,11 +302,11 @@ class FileStream(Body):
         and gunicorn sends exactly Content-Length bytes from there. Anything
         else gets the stream itself, read in Python.
         """
-        wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is None or not self.zero_copy or self._closed or _blind(environ):
+        wrapper = server_wrapper(environ)
+        if wrapper is None or not self.zero_copy or self._closed:
             return self
         try:
-            self.open()
+            self._open_once()
         except OSError:
             return self  # let iteration raise it where error mapping can see it
         if self._fd is None or self._first or not self._remaining or self._pos != self.offset:
@@ -358,14 +366,6 @@ def _seekable(f: IO[bytes]) -> bool:
         return bool(f.seekable())
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def _blind(environ: WSGIEnvironment) -> bool:
-    # uWSGI's file_wrapper sends the descriptor from byte 0 whatever its
-    # offset (falcon PR#1991), so a range would get the wrong bytes, and it
-    # never reads or seeks through us, so the record would say "aborted 0 B"
-    # for a complete download. Reading in Python is correct on uWSGI.
-    return "uwsgi.version" in environ
 
 
 def server_body(environ: WSGIEnvironment, result: Iterable[bytes]) -> Iterable[bytes]:

@@ -12,8 +12,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from ._body import Body, Observed, close_all, tracked
+from ._body import Body, close_all
 from ._errors import ConfigurationError, SinkError
+from ._handoff import observe, reads_body
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -74,10 +75,10 @@ class Tee:
             copy.status, copy.headers = status, headers
             return start_response(status, headers, exc_info)
 
-        result = self.app(environ, tee_start_response)
-        body = Observed(result, source=tracked(result), transform=copy.write)
+        reads_body(environ)  # so that no layer beneath hands the server a file wrapper
+        body, server = observe(environ, self.app(environ, tee_start_response), transform=copy.write)
         body.on_close(copy.finish)
-        return body
+        return server
 
 
 class _Copy:

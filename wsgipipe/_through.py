@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from ._body import Observed, tracked
 from ._connection import Connection
 from ._errors import ConfigurationError
+from ._handoff import observe, reads_body
 from ._record import current_transfer
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def parse_rate(text: str | float) -> int:
 
 
 class _BodyMiddleware:
-    """Shared shape: call the app, then wrap its body in an Observed."""
+    """Shared shape: call the app, then read its body through :func:`observe`."""
 
     #: Whether the transformed body keeps the app's Content-Length.
     keeps_length = True
@@ -71,9 +71,8 @@ class _BodyMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "HEAD":
             return self.app(environ, start_response)  # no body to transform
-        result = self.app(environ, self._start_response(start_response))
-        inner = tracked(result)
-        return self._wrap(environ, result, result if inner is None else inner)
+        reads_body(environ)  # so that no layer beneath hands the server a file wrapper
+        return self._wrap(environ, self.app(environ, self._start_response(start_response)))
 
     def _start_response(self, start_response: StartResponse) -> StartResponse:
         if self.keeps_length:
@@ -89,9 +88,7 @@ class _BodyMiddleware:
 
         return without_length
 
-    def _wrap(
-        self, environ: WSGIEnvironment, result: Iterable[bytes], source: Iterable[bytes]
-    ) -> Iterable[bytes]:
+    def _wrap(self, environ: WSGIEnvironment, result: Iterable[bytes]) -> Iterable[bytes]:
         raise NotImplementedError  # pragma: no cover
 
 
@@ -110,10 +107,8 @@ class Through(_BodyMiddleware):
         self.fn = fn
         self.keeps_length = keeps_length
 
-    def _wrap(
-        self, environ: WSGIEnvironment, result: Iterable[bytes], source: Iterable[bytes]
-    ) -> Iterable[bytes]:
-        return Observed(result, source=source, transform=self.fn)
+    def _wrap(self, environ: WSGIEnvironment, result: Iterable[bytes]) -> Iterable[bytes]:
+        return observe(environ, result, transform=self.fn).server
 
 
 class Delay(_BodyMiddleware):
@@ -129,12 +124,10 @@ class Delay(_BodyMiddleware):
         super().__init__(app)
         self.seconds = float(seconds)
 
-    def _wrap(
-        self, environ: WSGIEnvironment, result: Iterable[bytes], source: Iterable[bytes]
-    ) -> Iterable[bytes]:
+    def _wrap(self, environ: WSGIEnvironment, result: Iterable[bytes]) -> Iterable[bytes]:
         _note(environ, "delay", f"{self.seconds:g}s")
-        wait = Connection(environ).wait
-        return Observed(result, source=_Paced(source, lambda n: wait(self.seconds)))
+        wait, seconds = Connection(environ).wait, self.seconds
+        return observe(environ, result, source=lambda s: _Paced(s, lambda n: wait(seconds))).server
 
 
 class Throttle(_BodyMiddleware):
@@ -150,12 +143,10 @@ class Throttle(_BodyMiddleware):
         self.rate = parse_rate(bytes_per_second)
         self.piece = max(1, self.rate // PIECES_PER_SECOND)
 
-    def _wrap(
-        self, environ: WSGIEnvironment, result: Iterable[bytes], source: Iterable[bytes]
-    ) -> Iterable[bytes]:
+    def _wrap(self, environ: WSGIEnvironment, result: Iterable[bytes]) -> Iterable[bytes]:
         _note(environ, "rate", f"{self.rate}B/s")
         pacer = _Pacer(self.rate, Connection(environ).wait)
-        return Observed(result, source=_Paced(source, pacer, self.piece))
+        return observe(environ, result, source=lambda s: _Paced(s, pacer, self.piece)).server
 
 
 class _Pacer:

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from ._body import Body, Observed, tracked
+from ._body import Body
+from ._handoff import observe
 from ._record import ENVIRON_KEY, Transfer
-from ._stream import server_body
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -67,11 +67,9 @@ class TransferLog:
             record.outcome, record.error = "failed", exc
             self._done(record)
             raise
-        body = tracked(result)
-        if body is None:
-            body = result = Observed(result)
+        body, server = observe(environ, result)
         body.on_close(lambda b: self._done(_settle(record, b)))
-        return server_body(environ, result)
+        return server
 
     def _done(self, record: Transfer) -> None:
         record.duration = time.monotonic() - record.started

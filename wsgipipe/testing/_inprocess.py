@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from werkzeug.test import EnvironBuilder
 
-from .._body import Body, tracked
+from .._body import Body
 from .._errors import ClientGone
+from .._handoff import tracked
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
