@@ -1,12 +1,19 @@
-"""The pace policy in-process: idle timeout and minimum data rate as pure functions of time."""
+"""The pace policy in-process: the pure checker, then the middleware and its configuration."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from webtest import TestApp
 
+from wsgipipe import DEFAULT_IDLE_TIMEOUT, IdleTimeout, MinRate, folder_app, stack, static_app
+from wsgipipe.__main__ import main, parser
 from wsgipipe._errors import ConfigurationError
+from wsgipipe._idle_timeout import _Paced, min_rate_from
 from wsgipipe._pace import (
     DEFAULT_GRACE,
     DEFAULT_MIN_RATE,
@@ -16,6 +23,9 @@ from wsgipipe._pace import (
     Progress,
     idle_reason,
 )
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 
 def feed(
@@ -136,3 +146,111 @@ def test_check_interval_is_a_quarter_of_the_shortest_limit_clamped() -> None:
 def test_pace_is_frozen() -> None:
     with pytest.raises(AttributeError):
         Pace().min_rate = 5  # type: ignore[misc]
+
+
+# -- the middleware, the stack, the CLI and the example app ------------------
+
+
+def body_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+def paced_layer(app: object) -> _Paced | None:
+    """The IdleTimeout/MinRate layer inside a stack, following ``.app``."""
+    while app is not None and not isinstance(app, _Paced):
+        app = getattr(app, "app", None)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1k", 1024.0), ("240", 240.0), (240, 240.0), ("2.5k", 2560.0), (" 1k ", 1024.0)]
+    + [(off, None) for off in ("0", "", "off", 0, 0.0, None)],
+)
+def test_min_rate_from(text: str | float | None, expected: float | None) -> None:
+    assert min_rate_from(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["fast", "-5", "1x", "0.5"])
+def test_min_rate_from_rejects_nonsense(bad: str) -> None:
+    with pytest.raises(ConfigurationError):
+        min_rate_from(bad)
+
+
+@pytest.mark.parametrize("bad", [0, "0", "slow", -1])
+def test_min_rate_middleware_needs_a_floor(bad: str | float) -> None:
+    with pytest.raises(ConfigurationError):
+        MinRate(body_app, bad)
+
+
+def test_min_rate_middleware_defaults_to_kestrels_policy() -> None:
+    layer = MinRate(body_app)
+    assert layer.pace == Pace(idle_timeout=None, min_rate=240, grace=5)
+    assert IdleTimeout(body_app, 30, min_rate="1k", grace=2).pace == Pace(30, 1024, 2)
+
+
+@pytest.mark.parametrize(
+    ("idle", "floor", "expected"),
+    [
+        (30, 240, Pace(30, 240, 5)),
+        (30, "1k", Pace(30, 1024, 5)),
+        (30, 0, Pace(30, None, 5)),
+        (0, 240, Pace(None, 240, 5)),
+        (0, "0", None),
+    ],
+)
+def test_stack_builds_the_pace(
+    tmp_path: Path, idle: float, floor: str | float, expected: Pace | None
+) -> None:
+    layer = paced_layer(stack(static_app(tmp_path), idle_timeout=idle, min_rate=floor))
+    assert (layer.pace if layer is not None else None) == expected
+
+
+def test_stack_default_has_the_min_rate(tmp_path: Path) -> None:
+    layer = paced_layer(folder_app(tmp_path))
+    assert layer is not None
+    assert layer.pace == Pace(DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE, DEFAULT_GRACE)
+
+
+def test_the_deployment_pace_is_told_to_the_server_and_a_response_may_replace_it() -> None:
+    seen: list[object] = []
+    own = Pace(idle_timeout=60)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/own":
+            environ[PACE_KEY] = own
+        seen.append(environ)
+        return body_app(environ, start_response)
+
+    client = TestApp(IdleTimeout(app, 30, min_rate=240), lint=True)
+    assert client.get("/").body == b"ok"
+    assert client.get("/own").body == b"ok"
+    first, second = seen
+    assert first[PACE_KEY] == Pace(30, 240, 5)  # type: ignore[index]
+    assert second[PACE_KEY] is own  # type: ignore[index]
+
+
+def test_cli_min_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert parser().parse_args(["serve", "."]).min_rate == "240"
+    assert parser().parse_args(["serve", ".", "--min-rate", "1k"]).min_rate == "1k"
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(tmp_path), "--min-rate", "fast"])
+    assert info.value.code == 2
+    assert "not a rate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "floor"), [("1k", 1024.0), ("240", 240.0), ("0", None)])
+def test_example_app_reads_wsgipipe_min_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, floor: float | None
+) -> None:
+    from examples.app import build
+
+    monkeypatch.setenv("WSGIPIPE_MIN_RATE", value)
+    tmp_path.chmod(0o555)  # build() writes no big files into a read-only root
+    try:
+        layer = paced_layer(build(tmp_path))
+    finally:
+        tmp_path.chmod(0o755)
+    assert layer is not None
+    assert layer.pace.min_rate == floor

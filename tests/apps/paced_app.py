@@ -9,7 +9,8 @@ minimum rate of ``PACED_MIN_RATE`` bytes/s after ``PACED_GRACE`` seconds
 * ``/python/<name>``: the same bytes through a Python loop (an Observed
   wrapper is not a file wrapper);
 * ``/override/<name>``: the file with its own pace in ``environ["wsgipipe.pace"]``:
-  no minimum rate, for this response only.
+  no minimum rate, for this response only;
+* ``/idle/<name>``: its own pace too: a 1 s idle timeout and no minimum rate.
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ if TYPE_CHECKING:
 
 ROOT = os.environ.get("WSGIPIPE_TEST_ROOT", ".")
 IDLE = float(os.environ.get("PACED_IDLE_TIMEOUT", "30"))
+OWN_PACE = {"override": Pace(idle_timeout=IDLE), "idle": Pace(idle_timeout=1.0)}
 
 
 def files(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     route, _, name = environ["PATH_INFO"].lstrip("/").partition("/")
     full = safe_join(ROOT, name)
-    if full is None or route not in ("file", "python", "override"):
+    if full is None or route not in ("file", "python", "override", "idle"):
         raise FileNotFoundError(name)
     stream = FileStream(full)
-    if route == "override":
-        environ["wsgipipe.pace"] = Pace(idle_timeout=IDLE, min_rate=None)
+    if route in OWN_PACE:
+        environ["wsgipipe.pace"] = OWN_PACE[route]
     start_response("200 OK", [("Content-Length", str(stream.size))])
     return Observed(stream) if route == "python" else stream
 
