@@ -28,6 +28,8 @@ from ._file_errors import FileErrors
 from ._idle_timeout import IdleTimeout, MinRate
 from ._logging import JsonFormatter, log_to_stderr
 from ._pace import DEFAULT_MIN_RATE, Pace
+from ._process import ProcessFailed, ProcessStream, process_response
+from ._proxy import Proxy
 from ._record import Transfer, current_transfer
 from ._response import file_response
 from ._stack import DEFAULT_IDLE_TIMEOUT, folder_app, stack, static_app
@@ -36,6 +38,7 @@ from ._stream import FileStream
 from ._tee import Tee
 from ._through import Delay, Throttle, Through
 from ._transfer_log import TransferLog
+from ._upstream import UpstreamError, UpstreamStream, UpstreamTimeout
 
 __version__ = "0.1.0"
 
@@ -59,6 +62,9 @@ __all__ = [
     "Observed",
     "Outcome",
     "Pace",
+    "ProcessFailed",
+    "ProcessStream",
+    "Proxy",
     "RangeNotSatisfiable",
     "SinkError",
     "Static",
@@ -67,11 +73,15 @@ __all__ = [
     "Through",
     "Transfer",
     "TransferLog",
+    "UpstreamError",
+    "UpstreamStream",
+    "UpstreamTimeout",
     "WsgipipeError",
     "__version__",
     "current_transfer",
     "file_response",
     "folder_app",
+    "process_response",
     "log_to_stderr",
     "sinks",
     "stack",

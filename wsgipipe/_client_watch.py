@@ -1,0 +1,145 @@
+"""Watch a client while the worker thread is blocked on something else.
+
+A body that waits on an upstream socket cannot poll the client itself: the
+read happens inside urllib3 and http.client, behind a buffer. So one thread
+per process polls the client sockets of every such body, every
+:data:`~wsgipipe._connection.POLL_INTERVAL` at most, and when a client
+leaves it shuts the upstream socket down. The blocked read then returns at
+once and the body raises :class:`~wsgipipe.ClientGone`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+from ._connection import POLL_INTERVAL, Connection
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
+__all__ = ["Watch", "watch_client"]
+
+log = logging.getLogger("wsgipipe.client_watch")
+
+
+class Watch:
+    """One body's client, and the upstream socket to shut down when it leaves."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.cut = False
+        self.pipelined = False  # the client sent more: poll() would always fire
+        self._upstream: socket.socket | None = None
+        self._active = True
+        self._lock = threading.Lock()
+
+    def attach(self, upstream: socket.socket | None) -> None:
+        """The socket the worker thread is about to block on."""
+        with self._lock:
+            self._upstream = upstream
+            if self.cut:
+                _shutdown(upstream)
+
+    def check(self) -> None:
+        """Called by the watcher thread: cut if the client is gone."""
+        if not self.connection.gone():
+            if self.connection.socket is not None:
+                self.pipelined = True
+            return
+        with self._lock:
+            if self._active and not self.cut:
+                self.cut = True
+                _shutdown(self._upstream)
+
+    def stop(self) -> None:
+        """No cut after this returns (the upstream socket may go back to a pool)."""
+        with self._lock:
+            self._active = False
+        _watcher().remove(self)
+
+
+def watch_client(environ: WSGIEnvironment) -> Watch | None:
+    """A running watch on this request's client, or None if the server hides it."""
+    connection = Connection(environ)
+    if not connection.observable:
+        return None
+    watch = Watch(connection)
+    _watcher().add(watch)
+    return watch
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    if sock is not None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watcher:
+    """The thread polling every watched client socket."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._watches: set[Watch] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: Watch) -> None:
+        with self._cond:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="wsgipipe-client-watch", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, watch: Watch) -> None:
+        with self._cond:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._watches:
+                    self._cond.wait()
+                watches = list(self._watches)
+            try:
+                self._round(watches)
+            except Exception:  # never let one socket stop the watcher
+                log.exception("client watch failed")
+
+    def _round(self, watches: list[Watch]) -> None:
+        poller = select.poll()
+        by_fd: dict[int, Watch] = {}
+        for watch in watches:
+            sock = watch.connection.socket
+            if sock is None or watch.pipelined or watch.cut:
+                continue
+            with suppress(OSError, ValueError):
+                by_fd[sock.fileno()] = watch
+                poller.register(sock, select.POLLIN | select.POLLPRI)
+        events = poller.poll(POLL_INTERVAL * 1000)
+        # Readable sockets are looked at now; the others only when they have
+        # no socket to poll (waitress's probe) or keep a pipelined request.
+        due = {by_fd[fd] for fd, _ in events if fd in by_fd}
+        due.update(w for w in watches if w.connection.socket is None or w.pipelined)
+        for watch in due:
+            if not watch.cut:
+                watch.check()
+
+
+_watchers: dict[int, _Watcher] = {}
+
+
+def _watcher() -> _Watcher:
+    """This process's watcher (a forked worker gets its own thread)."""
+    pid = os.getpid()
+    found = _watchers.get(pid)
+    if found is None:
+        found = _watchers.setdefault(pid, _Watcher())
+    return found
