@@ -1,0 +1,285 @@
+"""wsgipipe.django: the test project tests/apps/django_site, in-process and under gunicorn."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import socket
+import struct
+import sys
+from collections.abc import Iterator
+from http import HTTPStatus
+from pathlib import Path
+from wsgiref.util import FileWrapper
+
+import pytest
+from webtest import TestApp
+
+from wsgipipe import FileStream, TransferLog
+from wsgipipe.testing import (
+    GunicornServer,
+    LeakCheck,
+    TraceUnavailable,
+    TransferRecorder,
+    disconnect_after,
+    raw_request,
+    trace_syscalls,
+    wait_for_transfer,
+)
+
+APPS = Path(__file__).parent / "apps"
+SIZE = 2 * 1024 * 1024
+HUGE = 64 * 1024 * 1024
+
+django = pytest.importorskip("django")
+sys.path.insert(0, str(APPS))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_site.settings")
+django.setup()
+
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.core.signals import request_finished  # noqa: E402
+from django.test import override_settings  # noqa: E402
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    (tmp_path / "small.txt").write_bytes(b"hello, django\n")
+    with override_settings(FILES_ROOT=str(tmp_path)):
+        yield tmp_path
+
+
+def client() -> TestApp:
+    return TestApp(TransferLog(WSGIHandler()), lint=True)
+
+
+# -- file errors before Django's 500 ------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/read/missing.bin", 404),
+        ("/files/missing.bin", 404),
+        ("/forbidden", 403),
+        ("/broken", 500),
+    ],
+)
+def test_file_errors_in_views_get_their_status(root: Path, url: str, status: int) -> None:
+    response = client().get(url, status=status)
+    assert response.body == f"{status} {HTTPStatus(status).phrase}\n".encode()
+    assert response.headers["Cache-Control"] == "no-store"
+    assert str(root) not in response.text
+
+
+def test_without_the_middleware_django_answers_500(root: Path) -> None:
+    with override_settings(MIDDLEWARE=[]):
+        response = client().get("/read/missing.bin", status=500)
+    assert b"Server Error" in response.body
+
+
+def test_hide_forbidden_answers_404(root: Path) -> None:
+    with override_settings(WSGIPIPE_HIDE_FORBIDDEN=True):
+        client().get("/forbidden", status=404)
+
+
+def test_a_missing_file_is_logged_and_recorded(
+    root: Path, transfer_recorder: TransferRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    client().get("/files/missing.bin", status=404)
+    record = transfer_recorder.last
+    assert (record.status, record.outcome) == (404, "finished")
+    assert isinstance(record.error, FileNotFoundError)
+    assert "404 for GET /files/missing.bin: FileNotFoundError" in caplog.text
+
+
+def test_head_of_a_missing_file_is_an_empty_404(root: Path) -> None:
+    response = client().head("/files/missing.bin", status=404)
+    assert response.body == b""
+    assert response.headers["Content-Length"] == str(len(b"404 Not Found\n"))
+
+
+# -- FileResponse in Python (no file wrapper offered) --------------------------------
+def test_file_response_serves_the_file_and_records_it(
+    root: Path, no_leaked_files: LeakCheck, transfer_recorder: TransferRecorder
+) -> None:
+    response = client().get("/files/big.bin")
+    assert response.body == (root / "big.bin").read_bytes()
+    assert response.headers["Content-Length"] == str(SIZE)
+    assert response.headers["Accept-Ranges"] == "bytes"
+    record = transfer_recorder.last
+    assert (record.outcome, record.bytes_sent, record.length) == ("finished", SIZE, SIZE)
+
+
+def test_ranges_and_conditions(root: Path) -> None:
+    app = client()
+    data = (root / "big.bin").read_bytes()
+    part = app.get("/files/big.bin", headers={"Range": "bytes=100-199"}, status=206)
+    assert part.body == data[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{SIZE}"
+    multi = app.get("/files/big.bin", headers={"Range": "bytes=0-9,1000-1009"}, status=206)
+    assert multi.content_type == "multipart/byteranges"
+    assert data[:10] in multi.body and data[1000:1010] in multi.body
+    app.get("/files/small.txt", headers={"Range": "bytes=500-"}, status=416)
+    etag = app.get("/files/small.txt").headers["ETag"]
+    not_modified = app.get("/files/small.txt", headers={"If-None-Match": etag}, status=304)
+    assert not_modified.body == b""
+    assert "Content-Type" not in not_modified.headers
+    app.get("/files/small.txt", headers={"If-Match": '"other"'}, status=412)
+
+
+def test_head_sends_headers_only(root: Path, no_leaked_files: LeakCheck) -> None:
+    response = client().head("/files/big.bin")
+    assert response.headers["Content-Length"] == str(SIZE)
+    assert response.body == b""
+
+
+def test_attachment_and_note(root: Path, transfer_recorder: TransferRecorder) -> None:
+    disposition = client().get("/download/small.txt").headers["Content-Disposition"]
+    assert "filename*=UTF-8''Rapport%20%C3%A9t%C3%A9.bin" in disposition
+    client().get("/noted/small.txt")
+    assert transfer_recorder.last.notes["user"] == "alice"
+
+
+def test_a_client_that_leaves_releases_the_file(
+    root: Path, no_leaked_files: LeakCheck, transfer_recorder: TransferRecorder
+) -> None:
+    disconnect_after(client(), 65536, "/files/big.bin")
+    record = transfer_recorder.last
+    assert (record.outcome, record.bytes_sent) == ("aborted", 65536)
+
+
+def test_gzip_middleware_replaces_the_body_and_gets_it_right(
+    root: Path, no_leaked_files: LeakCheck
+) -> None:
+    response = _call("/gzip/big.bin", {"HTTP_ACCEPT_ENCODING": "gzip"})
+    try:
+        assert not isinstance(response.result, FileWrapper)  # the file is not what is sent
+        assert gzip.decompress(b"".join(response.result)) == (root / "big.bin").read_bytes()
+    finally:
+        response.result.close()  # type: ignore[attr-defined]
+
+
+# -- the zero-copy path: the server gets its own file wrapper ------------------------
+class _Called:
+    def __init__(self, path: str, extra: dict[str, str]) -> None:
+        self.status = ""
+        self.headers: list[tuple[str, str]] = []
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+            "wsgi.file_wrapper": FileWrapper,
+            **extra,
+        }
+        self.result = WSGIHandler()(environ, self._start_response)
+
+    def _start_response(self, status: str, headers: list[tuple[str, str]], exc: object = None):  # type: ignore[no-untyped-def]
+        self.status, self.headers = status, headers
+
+
+def _call(path: str, extra: dict[str, str] | None = None) -> _Called:
+    return _Called(path, extra or {})
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "stop"), [(None, 0, SIZE), ("bytes=100000-299999", 100000, 300000)]
+)
+def test_the_server_gets_its_own_file_wrapper(
+    root: Path, no_leaked_files: LeakCheck, header: str | None, start: int, stop: int
+) -> None:
+    finished: list[object] = []
+
+    def on_finished(sender: object, **kwargs: object) -> None:
+        finished.append(sender)
+
+    request_finished.connect(on_finished)
+    try:
+        called = _call("/files/big.bin", {"HTTP_RANGE": header} if header else {})
+        assert isinstance(called.result, FileWrapper)
+        assert isinstance(called.result.filelike, FileStream)
+        assert b"".join(called.result) == (root / "big.bin").read_bytes()[start:stop]
+        called.result.close()
+    finally:
+        request_finished.disconnect(on_finished)
+    assert finished, "closing the wrapper must close the Django response (request_finished)"
+
+
+# -- under gunicorn -------------------------------------------------------------------
+def _get(server: GunicornServer, path: str, headers: dict[str, str] | None = None) -> bytes:
+    chunks = []
+    with raw_request(server, path, headers={"Connection": "close", **(headers or {})}) as sock:
+        sock.settimeout(10)
+        while data := sock.recv(1 << 20):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+@pytest.fixture(params=["gthread", "sync"])
+def server(request: pytest.FixtureRequest, root: Path) -> Iterator[GunicornServer]:
+    env = {"WSGIPIPE_TEST_ROOT": str(root), "DJANGO_SETTINGS_MODULE": "django_site.settings"}
+    options = {"worker_class": request.param, "cwd": APPS, "env": env}
+    with GunicornServer("django_site.wsgi:application", **options) as server:  # type: ignore[arg-type]
+        yield server
+
+
+@pytest.mark.server
+def test_under_gunicorn_file_response_goes_through_sendfile(
+    server: GunicornServer, root: Path
+) -> None:
+    trace = root.parent / "strace.txt"
+    worker = server.worker_pids()[0]
+    try:
+        with trace_syscalls(worker, ["sendfile", "sendto"], trace):
+            raw = _get(server, "/files/big.bin")
+            line = wait_for_transfer(server, "/files/big.bin")
+    except TraceUnavailable as exc:
+        pytest.skip(str(exc))
+    assert raw.endswith((root / "big.bin").read_bytes())
+    assert re.search(rf"200 finished {SIZE}/{SIZE} B .*via=sendfile", line), line
+    calls = trace.read_text()
+    assert calls.count("sendfile(") >= 1
+    assert calls.count("sendto(") <= 2, calls[:2000]  # the headers, not the body
+    assert server.open_files(root) == []
+
+
+@pytest.mark.server
+def test_under_gunicorn_a_range_is_zero_copy_too(server: GunicornServer, root: Path) -> None:
+    raw = _get(server, "/files/big.bin", {"Range": "bytes=100000-1099999"})
+    assert raw.startswith(b"HTTP/1.1 206 ")
+    assert raw.endswith((root / "big.bin").read_bytes()[100000:1100000])
+    line = wait_for_transfer(server, "/files/big.bin")
+    assert re.search(r"206 finished 1000000/1000000 B .*via=sendfile", line), line
+
+
+@pytest.mark.server
+def test_under_gunicorn_file_errors_are_404_403_500(server: GunicornServer) -> None:
+    for path, status in [("/read/missing.bin", 404), ("/forbidden", 403), ("/broken", 500)]:
+        raw = _get(server, path)
+        assert raw.startswith(f"HTTP/1.1 {status} ".encode()), raw[:200]
+        assert b"Traceback" not in raw
+        assert f"{status} finished" in wait_for_transfer(server, path)
+
+
+@pytest.mark.server
+def test_under_gunicorn_head_reads_nothing_and_an_abort_is_recorded(
+    server: GunicornServer, root: Path
+) -> None:
+    with raw_request(server, "/files/big.bin", method="HEAD") as sock:
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    line = wait_for_transfer(server, "/files/big.bin", method="HEAD")
+    assert f"200 finished 0/{SIZE} B" in line
+    with open(root / "huge.bin", "wb") as f:
+        f.truncate(HUGE)  # sparse: more than loopback buffers hold, cheap to make
+    with raw_request(server, "/files/huge.bin") as sock:
+        sock.settimeout(10)
+        sock.recv(65536)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    line = wait_for_transfer(server, "/files/huge.bin", timeout=15)
+    assert re.search(rf"200 aborted \d+/{HUGE} B", line), line
+    assert server.open_files(root) == []

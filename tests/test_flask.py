@@ -1,0 +1,301 @@
+"""wsgipipe.flask: a real Flask app in production mode, in-process and under gunicorn."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import re
+import socket
+import struct
+import sys
+from http import HTTPStatus
+from pathlib import Path
+from types import ModuleType
+from wsgiref.util import FileWrapper
+
+import flask
+import pytest
+from webtest import TestApp
+
+from wsgipipe import FileStream
+from wsgipipe.flask import FileResponse
+from wsgipipe.testing import (
+    GunicornServer,
+    LeakCheck,
+    TraceUnavailable,
+    TransferRecorder,
+    disconnect_after,
+    raw_request,
+    trace_syscalls,
+    wait_for_transfer,
+)
+
+APPS = Path(__file__).parent / "apps"
+SIZE = 2 * 1024 * 1024
+HUGE = 64 * 1024 * 1024
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, APPS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+flask_app = _load("flask_app")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "big.bin").write_bytes(os.urandom(SIZE))
+    (tmp_path / "small.txt").write_bytes(b"hello, flask\n")
+    return tmp_path
+
+
+def client(root: Path, **options: object) -> TestApp:
+    return TestApp(flask_app.create_app(root, **options), lint=True)
+
+
+# -- file errors: the same answer in production as in tests --------------------
+@pytest.mark.parametrize("testing", [False, True], ids=["production", "app.testing"])
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/read/missing.bin", 404),
+        ("/files/missing.bin", 404),
+        ("/forbidden", 403),
+        ("/broken", 500),
+    ],
+)
+def test_file_errors_answer_alike_in_production_and_tests(
+    root: Path, testing: bool, url: str, status: int
+) -> None:
+    response = client(root, testing=testing).get(url, status=status)
+    assert response.body == f"{status} {HTTPStatus(status).phrase}\n".encode()
+    assert response.headers["Cache-Control"] == "no-store"
+    assert str(root) not in response.text  # no path, no traceback
+
+
+def test_without_the_extension_production_answers_500(root: Path) -> None:
+    # What the extension fixes: Flask catches the view's FileNotFoundError...
+    client(root, extension=False).get("/read/missing.bin", status=500)
+    # ...while under app.testing it lets the exception through to the test.
+    with pytest.raises(FileNotFoundError):
+        client(root, testing=True, extension=False).get("/read/missing.bin")
+
+
+def test_a_missing_file_is_logged_and_recorded(
+    root: Path, transfer_recorder: TransferRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    client(root).get("/files/missing.bin", status=404)
+    record = transfer_recorder.last
+    assert (record.status, record.outcome) == (404, "finished")
+    assert isinstance(record.error, FileNotFoundError)
+    assert "404 for GET /files/missing.bin: FileNotFoundError" in caplog.text
+
+
+def test_head_of_a_missing_file_is_an_empty_404(root: Path) -> None:
+    response = client(root).head("/files/missing.bin", status=404)
+    assert response.body == b""
+
+
+@pytest.mark.parametrize("name", ["../secret", "..%2fsecret", "a/../../secret", "%2e%2e/secret"])
+def test_a_path_outside_the_directory_is_404(root: Path, name: str) -> None:
+    (root.parent / "secret").write_text("not for you")
+    client(root).get(f"/files/{name}", status=404)
+
+
+# -- send_file: ranges, conditions, HEAD, records ---------------------------------
+def test_send_file_serves_the_file_and_records_it(
+    root: Path, no_leaked_files: LeakCheck, transfer_recorder: TransferRecorder
+) -> None:
+    response = client(root).get("/files/big.bin")
+    assert response.body == (root / "big.bin").read_bytes()
+    assert response.headers["Content-Length"] == str(SIZE)
+    assert response.headers["Accept-Ranges"] == "bytes"
+    assert response.headers["ETag"].startswith('"')
+    record = transfer_recorder.last
+    assert (record.outcome, record.bytes_sent, record.length) == ("finished", SIZE, SIZE)
+
+
+def test_a_range_is_a_206(root: Path, transfer_recorder: TransferRecorder) -> None:
+    response = client(root).get("/files/big.bin", headers={"Range": "bytes=100-199"}, status=206)
+    assert response.body == (root / "big.bin").read_bytes()[100:200]
+    assert response.headers["Content-Range"] == f"bytes 100-199/{SIZE}"
+    assert transfer_recorder.last.bytes_sent == 100
+
+
+def test_several_ranges_are_multipart(root: Path) -> None:
+    response = client(root).get("/files/big.bin", headers={"Range": "bytes=0-9,1000-1009"})
+    assert response.status_int == 206
+    assert response.content_type == "multipart/byteranges"
+    data = (root / "big.bin").read_bytes()
+    assert data[:10] in response.body and data[1000:1010] in response.body
+
+
+def test_an_unsatisfiable_range_is_a_416(root: Path) -> None:
+    response = client(root).get("/files/small.txt", headers={"Range": "bytes=500-"}, status=416)
+    assert response.headers["Content-Range"] == "bytes */13"
+
+
+def test_conditional_get(root: Path) -> None:
+    app = client(root)
+    etag = app.get("/files/small.txt").headers["ETag"]
+    not_modified = app.get("/files/small.txt", headers={"If-None-Match": etag}, status=304)
+    assert not_modified.body == b""
+    assert not_modified.headers["ETag"] == etag
+    app.get("/files/small.txt", headers={"If-Match": '"other"'}, status=412)
+
+
+def test_head_sends_headers_only(
+    root: Path, no_leaked_files: LeakCheck, transfer_recorder: TransferRecorder
+) -> None:
+    response = client(root).head("/files/big.bin")
+    assert response.headers["Content-Length"] == str(SIZE)
+    assert response.body == b""
+    assert (transfer_recorder.last.outcome, transfer_recorder.last.bytes_sent) == ("finished", 0)
+
+
+def test_attachment_names_follow_rfc_6266(root: Path) -> None:
+    response = client(root).get("/download/small.txt")
+    disposition = response.headers["Content-Disposition"]
+    assert disposition.startswith("attachment;")
+    assert "filename*=UTF-8''Rapport%20%C3%A9t%C3%A9.bin" in disposition
+
+
+def test_the_view_adds_a_note_to_its_transfer_line(
+    root: Path, transfer_recorder: TransferRecorder
+) -> None:
+    client(root).get("/noted/small.txt")
+    assert transfer_recorder.last.notes["user"] == "alice"
+    assert "user=alice" in transfer_recorder.last.line()
+
+
+def test_a_client_that_leaves_releases_the_file(
+    root: Path, no_leaked_files: LeakCheck, transfer_recorder: TransferRecorder
+) -> None:
+    disconnect_after(client(root), 65536, "/files/big.bin")
+    record = transfer_recorder.last
+    assert (record.outcome, record.bytes_sent) == ("aborted", 65536)
+
+
+class Custom(flask.Response):
+    pass
+
+
+@pytest.mark.parametrize("response_class", [flask.Response, Custom])
+def test_the_server_gets_its_own_file_wrapper(
+    root: Path, no_leaked_files: LeakCheck, response_class: type[flask.Response]
+) -> None:
+    """What makes sendfile possible: Flask hands the server's wrapper back untouched."""
+    app = flask_app.create_app(root)
+    app.response_class = response_class
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/files/big.bin",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+    statuses: list[str] = []
+    result = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+    try:
+        assert statuses == ["200 OK"]
+        assert isinstance(result, FileWrapper)
+        assert isinstance(result.filelike, FileStream)
+        assert b"".join(result) == (root / "big.bin").read_bytes()
+    finally:
+        result.close()  # type: ignore[attr-defined]
+
+
+def test_send_file_returns_the_apps_response_class(root: Path) -> None:
+    app = flask_app.create_app(root)
+    app.response_class = Custom
+    with app.test_request_context("/files/small.txt"):
+        response = flask_app.send_file(root / "small.txt")
+        try:
+            assert isinstance(response, Custom) and isinstance(response, FileResponse)
+        finally:
+            response.close()
+
+
+# -- under gunicorn ------------------------------------------------------------------
+def _get(server: GunicornServer, path: str, headers: dict[str, str] | None = None) -> bytes:
+    """The whole raw response (the server closes the connection after it)."""
+    chunks = []
+    with raw_request(server, path, headers={"Connection": "close", **(headers or {})}) as sock:
+        sock.settimeout(10)
+        while data := sock.recv(1 << 20):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+@pytest.fixture(params=["gthread", "sync"])
+def server(request: pytest.FixtureRequest, root: Path):  # type: ignore[no-untyped-def]
+    env = {"WSGIPIPE_TEST_ROOT": str(root)}
+    options = {"worker_class": request.param, "cwd": APPS, "env": env}
+    with GunicornServer("flask_app:production()", **options) as server:  # type: ignore[arg-type]
+        yield server
+
+
+@pytest.mark.server
+def test_under_gunicorn_send_file_goes_through_sendfile(server: GunicornServer, root: Path) -> None:
+    trace = root.parent / "strace.txt"
+    worker = server.worker_pids()[0]
+    try:
+        with trace_syscalls(worker, ["sendfile", "sendto"], trace):
+            raw = _get(server, "/files/big.bin")
+            line = wait_for_transfer(server, "/files/big.bin")
+    except TraceUnavailable as exc:
+        pytest.skip(str(exc))
+    assert raw.endswith((root / "big.bin").read_bytes())
+    assert re.search(rf"200 finished {SIZE}/{SIZE} B .*via=sendfile", line), line
+    calls = trace.read_text()
+    assert calls.count("sendfile(") >= 1
+    # Only the headers (and no body chunk) went through a Python write.
+    assert calls.count("sendto(") <= 2, calls[:2000]
+    assert server.open_files(root) == []
+
+
+@pytest.mark.server
+def test_under_gunicorn_a_range_is_zero_copy_too(server: GunicornServer, root: Path) -> None:
+    raw = _get(server, "/files/big.bin", {"Range": "bytes=100000-1099999"})
+    assert raw.startswith(b"HTTP/1.1 206 ")
+    assert raw.endswith((root / "big.bin").read_bytes()[100000:1100000])
+    line = wait_for_transfer(server, "/files/big.bin")
+    assert re.search(r"206 finished 1000000/1000000 B .*via=sendfile", line), line
+
+
+@pytest.mark.server
+def test_under_gunicorn_file_errors_are_404_403_500(server: GunicornServer) -> None:
+    for path, status in [("/read/missing.bin", 404), ("/forbidden", 403), ("/broken", 500)]:
+        raw = _get(server, path)
+        assert raw.startswith(f"HTTP/1.1 {status} ".encode()), raw[:200]
+        assert b"Traceback" not in raw
+        assert f"{status} finished" in wait_for_transfer(server, path)
+
+
+@pytest.mark.server
+def test_under_gunicorn_head_reads_nothing_and_an_abort_is_recorded(
+    server: GunicornServer, root: Path
+) -> None:
+    with raw_request(server, "/files/big.bin", method="HEAD") as sock:
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    line = wait_for_transfer(server, "/files/big.bin", method="HEAD")
+    assert f"200 finished 0/{SIZE} B" in line
+    with open(root / "huge.bin", "wb") as f:
+        f.truncate(HUGE)  # sparse: more than loopback buffers hold, cheap to make
+    with raw_request(server, "/files/huge.bin") as sock:
+        sock.settimeout(10)
+        sock.recv(65536)
+        # RST on close: the server's next write fails at once.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    line = wait_for_transfer(server, "/files/huge.bin", timeout=15)
+    assert re.search(rf"200 aborted \d+/{HUGE} B", line), line
+    assert server.open_files(root) == []
