@@ -1,7 +1,7 @@
 """The contenders: one WSGI app per way of sending a file.
 
 gunicorn loads them as ``bench.apps:build('name')``; the in-process rounds
-call :func:`build` directly. Files are served from ``$BENCH_DATA``. Each app
+call :func:`build` directly. Files are served from ``$WSGIPIPE_TEST_ROOT``. Each app
 answers ``GET /<name>`` with the file and is as plain as its library allows,
 so that a difference in speed is the library's, not the harness's.
 """
@@ -34,7 +34,8 @@ IDLE_TIMEOUT = 1.0
 
 
 def data_dir() -> str:
-    return os.environ.get("BENCH_DATA", os.path.join(os.path.dirname(__file__), "out", "data"))
+    default = os.path.join(os.path.dirname(__file__), "out", "data")
+    return os.environ.get("WSGIPIPE_TEST_ROOT", default)
 
 
 def _path(environ: WSGIEnvironment) -> str:

@@ -91,7 +91,7 @@ def measure(settings: Settings) -> Measurement:
         higher_is_better=True,
         baseline="whitenoise",
     )
-    os.environ["BENCH_DATA"] = settings.data
+    os.environ["WSGIPIPE_TEST_ROOT"] = settings.data
     environ = base_environ()
     with open(os.path.join(settings.data, SMALL), "rb") as f:
         expected = f.read()

@@ -104,10 +104,10 @@ def test_the_corpus_is_large_enough() -> None:
 
 
 def _start(server: str, root: Path) -> ServerProcess:
-    env = {"WSGIPIPE_ROOT": str(root)}
+    env = {"WSGIPIPE_TEST_ROOT": str(root)}
     if server == "gunicorn":
-        return GunicornServer("lifecycle_app:static", cwd=TESTS, env=env)
-    return MatrixServer(server, "lifecycle_app:static", cwd=TESTS, env=env)
+        return GunicornServer("lifecycle_app:static", cwd=TESTS / "apps", env=env)
+    return MatrixServer(server, "lifecycle_app:static", cwd=TESTS / "apps", env=env)
 
 
 def _raw_get(port: int, target: str) -> tuple[int, bytes]:

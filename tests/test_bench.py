@@ -155,7 +155,7 @@ IN_PROCESS += ["file_stream", "file_stream_logged", "tee_discard", "tee_sha256",
 def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
     body = os.urandom(200_000)  # several 64 KiB chunks
     (tmp_path / SMALL).write_bytes(body)
-    monkeypatch.setenv("BENCH_DATA", str(tmp_path))
+    monkeypatch.setenv("WSGIPIPE_TEST_ROOT", str(tmp_path))
     return body
 
 

@@ -5,7 +5,7 @@ the source, the worker, the server) and then checks the same three things:
 no descriptor is left open (``/proc/<pid>/fd``), the transfer line says how
 it really ended, and the server serves the next request.
 
-The app is ``tests/lifecycle_app.py``. When the tests run as root, gunicorn
+The app is ``tests/apps/lifecycle_app.py``. When the tests run as root, gunicorn
 runs without CAP_DAC_OVERRIDE so that taking a file's permission away means
 something (root reads any file).
 """
@@ -102,8 +102,8 @@ def _root() -> Path:
 def _server(root: Path, **options: object) -> GunicornServer:
     return WithoutDacOverride(
         "lifecycle_app:app",
-        cwd=TESTS,
-        env={"WSGIPIPE_ROOT": str(root)},
+        cwd=TESTS / "apps",
+        env={"WSGIPIPE_TEST_ROOT": str(root)},
         **options,  # type: ignore[arg-type]
     )
 

@@ -1,6 +1,6 @@
 """The lifecycle suite under every common WSGI server (the server matrix).
 
-The same app (``tests/lifecycle_app.py``: a FileStream behind TransferLog and
+The same app (``tests/apps/lifecycle_app.py``: a FileStream behind TransferLog and
 FileErrors) runs under gunicorn's sync, gthread and gevent workers, waitress,
 werkzeug's development server, wsgiref and uWSGI. For each server the tests
 pin down what ``docs/servers.md`` publishes: that ``close()`` is called (the
@@ -41,7 +41,7 @@ from wsgipipe.testing._process import ServerProcess
 
 pytestmark = pytest.mark.server
 
-TESTS = Path(__file__).parent
+APPS = Path(__file__).parent / "apps"
 # Larger than loopback socket buffers plus waitress's 16 MiB output buffer, so
 # aborts and stalls happen while the file is still being read.
 SIZE = 32 * 1024 * 1024
@@ -61,16 +61,16 @@ class Server:
     idle_timeout: bool = False
 
     def start(self, root: Path) -> ServerProcess:
-        env = {"WSGIPIPE_ROOT": str(root)}
+        env = {"WSGIPIPE_TEST_ROOT": str(root)}
         if self.name.startswith("gunicorn-"):
             worker = self.name.removeprefix("gunicorn-")
             # gunicorn silently turns "sync" with threads > 1 into gthread.
             threads = 1 if worker == "sync" else 4
             server = GunicornServer(
-                "lifecycle_app:app", worker_class=worker, threads=threads, cwd=TESTS, env=env
+                "lifecycle_app:app", worker_class=worker, threads=threads, cwd=APPS, env=env
             )
         else:
-            server = MatrixServer(self.name, "lifecycle_app:app", cwd=TESTS, env=env)
+            server = MatrixServer(self.name, "lifecycle_app:app", cwd=APPS, env=env)
         return server.start()
 
 

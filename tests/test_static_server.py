@@ -12,10 +12,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import shutil
 import socket
-import subprocess
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from wsgipipe.testing import GunicornServer, TraceUnavailable, trace_syscalls, wait_until
+from wsgipipe.testing._matrix import Nginx, nginx_binary
 
 pytestmark = pytest.mark.server
 
 SIZE = 3 * 1024 * 1024 + 17
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 APP = """
 import logging
@@ -198,79 +195,12 @@ class TestOverTheWire:
 
 
 # -- nginx -------------------------------------------------------------------------
-NGINX_CONF = """
-{user}worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log {tmp}/access.log;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream};
-        }}
-        location /_files/ {{
-            internal;
-            alias {root}/;
-        }}
-    }}
-}}
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
-def nginx(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if NGINX is None:
+def nginx(site: Site) -> Iterator[int]:
+    if nginx_binary() is None:
         pytest.skip("nginx is not installed (make test installs it from Debian's packages)")
-    tmp = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    conf = tmp / "nginx.conf"
-    # Workers run as "nobody" when the master is root; pytest's temp dirs are private.
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        textwrap.dedent(NGINX_CONF).format(
-            user=user, tmp=tmp, port=port, upstream=site.server.port, root=site.root
-        )
-    )
-    proc = subprocess.Popen(
-        [NGINX, "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        up = wait_until(lambda: _listening(port) or proc.poll() is not None, 10)
-        if not up or proc.poll() is not None:
-            pytest.fail(f"nginx did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        proc.stderr.close()  # type: ignore[union-attr]
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
+    with Nginx(site.root, upstream=site.server.port, internal="/_files/") as server:
+        yield server.port
 
 
 class TestNginxOffload:

@@ -20,15 +20,15 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from ._gunicorn_conf import BOOTED
 from ._leaks import open_files
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing_extensions import Self, Unpack
 
-__all__ = ["GunicornServer", "ServerProcess", "wait_until"]
+__all__ = ["GunicornServer", "ProcessOptions", "ServerProcess", "wait_until"]
 
 _LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 _BOOTED = re.compile(BOOTED.format(pid=r"(\d+)"))
@@ -49,6 +49,21 @@ def wait_until(
         time.sleep(interval)
 
 
+class ProcessOptions(TypedDict, total=False):
+    """What every launcher takes besides the app."""
+
+    #: How many processes must run the app before the server counts as started.
+    workers: int
+    #: Extra command-line arguments for the server.
+    args: Sequence[str]
+    #: Environment variables added to this process's own.
+    env: dict[str, str] | None
+    #: The server's working directory (where ``"module:app"`` is imported from).
+    cwd: str | os.PathLike[str] | None
+    #: Seconds to wait for the server to be ready.
+    startup_timeout: float
+
+
 class ServerProcess:
     """A server in a child process serving ``app`` on 127.0.0.1, any free port.
 
@@ -62,22 +77,13 @@ class ServerProcess:
     kind = "server"
     port_pattern = _LISTENING
 
-    def __init__(
-        self,
-        app: str,
-        *,
-        workers: int = 1,
-        args: Sequence[str] = (),
-        env: dict[str, str] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        startup_timeout: float = 20.0,
-    ) -> None:
+    def __init__(self, app: str, **options: Unpack[ProcessOptions]) -> None:
         self.app = app
-        self.workers = workers
-        self.args = list(args)
-        self.env = env
-        self.cwd = cwd
-        self.startup_timeout = startup_timeout
+        self.workers = options.get("workers", 1)
+        self.args = list(options.get("args", ()))
+        self.env = options.get("env")
+        self.cwd = options.get("cwd")
+        self.startup_timeout = options.get("startup_timeout", 20.0)
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: str | None = None
@@ -112,10 +118,14 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is not None:
             code = self.process.returncode
             raise RuntimeError(f"{self.kind} exited with {code} before it was ready" + self._tail())
-        match = self.port_pattern.search(self.log)
-        if match and not self.port:
-            self.port = int(match.group(1))
+        if not self.port:
+            self.port = self.find_port()
         return bool(self.port) and self.booted()
+
+    def find_port(self) -> int:
+        """The port the server says it bound (0 while it has not said so)."""
+        match = self.port_pattern.search(self.log)
+        return int(match.group(1)) if match else 0
 
     def booted(self) -> bool:
         """Whether every worker has the app loaded (here: is running)."""
@@ -212,21 +222,15 @@ class GunicornServer(ServerProcess):
         app: str,
         *,
         worker_class: str = "gthread",
-        workers: int = 1,
         threads: int = 4,
         timeout: int = 30,
-        args: Sequence[str] = (),
-        env: dict[str, str] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
         config: str | None = None,
-        startup_timeout: float = 20.0,
+        **options: Unpack[ProcessOptions],
     ) -> None:
         if config is not None:
-            config = os.path.join(os.fspath(cwd or os.getcwd()), config)
-            env = {**(env or {}), "WSGIPIPE_GUNICORN_CONFIG": config}
-        super().__init__(
-            app, workers=workers, args=args, env=env, cwd=cwd, startup_timeout=startup_timeout
-        )
+            config = os.path.join(os.fspath(options.get("cwd") or os.getcwd()), config)
+            options["env"] = {**(options.get("env") or {}), "WSGIPIPE_GUNICORN_CONFIG": config}
+        super().__init__(app, **options)
         self.worker_class = worker_class
         self.threads = threads
         self.timeout = timeout

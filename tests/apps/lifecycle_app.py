@@ -4,7 +4,7 @@ Every response goes through ``TransferLog(FileErrors(...))``, so each one
 ends with a transfer line on stderr once the server calls ``close()``:
 that line is the proof that ``close()`` happened and says how it ended.
 
-Routes (files come from ``WSGIPIPE_ROOT``):
+Routes (files come from ``WSGIPIPE_TEST_ROOT``, as for every app in tests/apps):
 
 * ``/file/<name>``: the file as a :class:`~wsgipipe.FileStream`; query
   ``offset``/``length`` make it a 206 slice, ``python=1`` turns off zero-copy.
@@ -35,7 +35,7 @@ from wsgipipe import FileErrors, FileStream, IdleTimeout, Static, Tee, TransferL
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-ROOT = os.environ.get("WSGIPIPE_ROOT", os.getcwd())
+ROOT = os.environ.get("WSGIPIPE_TEST_ROOT", ".")
 CHUNK = 64 * 1024
 
 
