@@ -1,7 +1,10 @@
-"""gunicorn integration: the settings wsgipipe recommends and a programmatic runner.
+"""gunicorn integration: the settings wsgipipe recommends, a runner, and the offloading worker.
 
-This is the only module of wsgipipe that imports gunicorn, and nothing else in
-the package imports it, so ``import wsgipipe`` works without gunicorn.
+This is the only package of wsgipipe that imports gunicorn, and nothing else in
+wsgipipe imports it, so ``import wsgipipe`` works without gunicorn.
+:class:`OffloadWorker` (``worker_class = "wsgipipe.gunicorn.OffloadWorker"``)
+is gthread with file downloads handed to one sender thread per process, so
+that a slow reader does not hold a thread (docs/deployment.md, "Offloading").
 ``gunicorn.conf.py`` in the repository carries the same settings with a
 comment on each; a test keeps the two in step.
 """
@@ -13,15 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
+from ._worker import OffloadWorker
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["SETTINGS", "Runner", "logconfig", "run"]
+__all__ = ["SETTINGS", "WORKER_CLASS", "OffloadWorker", "Runner", "logconfig", "run"]
+
+#: The dotted name gunicorn loads the offloading worker by.
+WORKER_CLASS = "wsgipipe.gunicorn.OffloadWorker"
 
 #: What ``wsgipipe serve`` and ``gunicorn.conf.py`` use (see docs/deployment.md).
 SETTINGS: dict[str, Any] = {
     "bind": "127.0.0.1:8000",
-    "worker_class": "gthread",  # threads: a slow download holds one thread, not a process
+    # gthread whose file downloads go to one sender thread: a slow reader holds no thread
+    "worker_class": WORKER_CLASS,
     "workers": 2,
     "threads": 8,
     "timeout": 30,  # gthread heartbeats while requests run; sync would kill long downloads
