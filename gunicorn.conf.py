@@ -12,17 +12,21 @@ import os
 # In production put nginx in front and keep gunicorn on loopback or a socket.
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 
-# gthread, not sync: a download occupies one thread for as long as the client
-# takes. Under sync it occupies the whole process, and the arbiter kills that
-# process when one download outlasts `timeout`, even a download that is
-# progressing (the sync worker only reports alive between requests).
-worker_class = "gthread"
+# gthread with offloading: a file download is handed, after its headers, to
+# one sender thread per process (non-blocking sendfile), so a slow reader holds
+# no thread; bodies Python must touch (tee, throttle, TLS, HTTP/2) stay on
+# gthread's path, where a download occupies a thread. Not sync: there a
+# download occupies the whole process, and the arbiter kills it when one
+# download outlasts `timeout`. Plain "gthread" still works (docs/deployment.md).
+worker_class = "wsgipipe.gunicorn.OffloadWorker"
 
-# Processes: about one per core. Each holds `threads` concurrent transfers.
+# Processes: about one per core. Each holds up to worker_connections (1000)
+# offloaded downloads, and `threads` requests on gthread's path.
 workers = 2
 
-# Concurrent requests per process. A slow client pins a thread, so size this
-# for the number of simultaneous downloads you expect, not for CPU.
+# Concurrent requests per process. An offloaded download frees its thread
+# once the headers are out; a download on gthread's path pins one, so size
+# this for those (throttled, tee'd, TLS) and for the app's own work.
 threads = 8
 
 # Seconds without a heartbeat before the arbiter kills a worker. gthread
