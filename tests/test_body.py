@@ -12,7 +12,7 @@ from wsgipipe._handoff import tracked
 
 
 class AppIterable:
-    """An app iterable whose __iter__ returns a *different* object (F8)."""
+    """An app iterable whose __iter__ returns a *different* object (pallets/werkzeug#1259)."""
 
     def __init__(self, chunks: list[bytes], fail_at: int | None = None) -> None:
         self.chunks = chunks

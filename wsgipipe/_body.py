@@ -149,7 +149,8 @@ class Body:
 
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, ClientGone):
-            # The client left (or stopped reading): an abort, not a failure (F7).
+            # The client left (or stopped reading): an abort, not a failure
+            # (docs/decisions.md#aborts-are-not-errors).
             self.abort(exc.reason)
             if self.outcome is None:
                 self.outcome = "aborted"
