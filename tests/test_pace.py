@@ -135,11 +135,13 @@ def test_counter_growth_only_counts_from_the_first_value() -> None:
     assert progress.progress(5_000_000, 1.0) == "min rate"
 
 
-def test_check_interval_is_a_quarter_of_the_shortest_limit_clamped() -> None:
-    assert Pace(idle_timeout=30).check_interval() == 0.25
+def test_check_interval_is_a_quarter_of_the_shortest_limit_within_10ms_and_1s() -> None:
+    assert Pace(idle_timeout=30, min_rate=240, grace=5).check_interval() == 1.0
+    assert Pace(idle_timeout=2).check_interval() == 0.5
     assert Pace(idle_timeout=0.2).check_interval() == pytest.approx(0.05)
-    assert Pace(min_rate=240, grace=0.4).check_interval() == pytest.approx(0.1)
-    assert Pace(min_rate=240, grace=0).check_interval() == 0.25
+    assert Pace(idle_timeout=30, min_rate=240, grace=0.4).check_interval() == pytest.approx(0.1)
+    assert Pace(idle_timeout=30, grace=0.4).check_interval() == 1.0  # no floor: grace unused
+    assert Pace(min_rate=240, grace=0).check_interval() == 1.0
     assert Pace(idle_timeout=0.001).check_interval() == 0.01
 
 
