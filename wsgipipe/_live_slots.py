@@ -33,7 +33,10 @@ _RETRIES = 20
 
 
 def default_directory() -> Path:
-    """Shared by the processes of one server: keyed by the parent (gunicorn's arbiter)."""
+    """``$WSGIPIPE_LIVE_DIR``, or one keyed by the parent process (gunicorn's arbiter)."""
+    chosen = os.environ.get("WSGIPIPE_LIVE_DIR")
+    if chosen:
+        return Path(chosen)
     base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path("/tmp")
     return base / f"wsgipipe-live-{os.getuid()}-{os.getppid()}"
 
