@@ -57,3 +57,13 @@ logconfig_dict = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {"wsgipipe": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
+
+
+# Prometheus metrics across workers (WSGIPIPE_METRICS=1, docs/operations.md):
+# start gunicorn with PROMETHEUS_MULTIPROC_DIR set to an empty directory; when
+# a worker dies, its in-flight gauge must stop counting.
+def child_exit(server: object, worker: object) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from wsgipipe.prometheus import mark_process_dead
+
+        mark_process_dead(worker.pid)  # type: ignore[attr-defined]

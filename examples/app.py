@@ -14,6 +14,10 @@ Environment: ``WSGIPIPE_TEE`` (comma-separated extra sinks: ``stdout``,
 read nothing before it is cut off; 30 by default, 0 turns it off) and
 ``WSGIPIPE_MIN_RATE`` (bytes per second a client must take after a 5 s grace
 period, ``1k`` or ``240``; 240 by default, 0 turns it off).
+``WSGIPIPE_METRICS=1`` serves Prometheus metrics at ``/-/metrics`` and
+``WSGIPIPE_LIVE=1`` the live transfers page at ``/-/transfers`` (loopback
+clients only unless ``WSGIPIPE_LIVE_TOKEN`` is set; docs/operations.md).
+Paths under ``/-/`` are reserved: they never serve a file.
 ``big.html`` and ``big.bin`` are generated in the root on first use.
 """
 
@@ -116,7 +120,15 @@ def build(root: Path = ROOT) -> WSGIApplication:
     min_rate = os.environ.get("WSGIPIPE_MIN_RATE", f"{DEFAULT_MIN_RATE:g}")
     make_big_files(root)
     tee = os.environ.get("WSGIPIPE_TEE", "")
-    return stack(Experiments(root), tee=tee, idle_timeout=idle, min_rate=min_rate)
+    return stack(
+        Experiments(root),
+        tee=tee,
+        idle_timeout=idle,
+        min_rate=min_rate,
+        metrics=os.environ.get("WSGIPIPE_METRICS") == "1",
+        live=os.environ.get("WSGIPIPE_LIVE") == "1",
+        live_token=os.environ.get("WSGIPIPE_LIVE_TOKEN") or None,
+    )
 
 
 logging.getLogger("wsgipipe").setLevel(logging.INFO)

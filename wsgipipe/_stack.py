@@ -27,6 +27,8 @@ from . import sinks
 from ._errors import ConfigurationError
 from ._file_errors import FileErrors
 from ._idle_timeout import IdleTimeout, MinRate, min_rate_from
+from ._live import Live
+from ._live_page import observed
 from ._pace import DEFAULT_MIN_RATE
 from ._static import Static
 from ._tee import Tee
@@ -77,11 +79,17 @@ def stack(
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     limit_rate: str | float | None = None,
     min_rate: str | float | None = DEFAULT_MIN_RATE,
+    metrics: bool = False,
+    live: bool | Live = False,
+    live_token: str | None = None,
 ) -> WSGIApplication:
     """Wrap ``app`` in wsgipipe's serving layers (see the module docstring).
 
     ``idle_timeout`` of None or 0 turns the idle timeout off; ``min_rate``
     (bytes per second, ``"1k"``) of None or 0 turns the minimum rate off.
+    Paths under ``/-/`` are reserved (never files): ``metrics`` serves
+    ``/-/metrics``, ``live`` the live transfers page ``/-/transfers``
+    (loopback clients only, or whoever has ``live_token``); both off by default.
     """
     floor = min_rate_from(min_rate)
     if limit_rate:
@@ -93,7 +101,7 @@ def stack(
         app = IdleTimeout(app, idle_timeout, min_rate=floor)
     elif floor:
         app = MinRate(app, floor)
-    return TransferLog(app)
+    return observed(TransferLog(app), metrics=metrics, live=live, live_token=live_token)
 
 
 def folder_app(
@@ -103,6 +111,9 @@ def folder_app(
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     limit_rate: str | float | None = None,
     min_rate: str | float | None = DEFAULT_MIN_RATE,
+    metrics: bool = False,
+    live: bool | Live = False,
+    live_token: str | None = None,
 ) -> WSGIApplication:
     """The app ``wsgipipe serve DIR`` runs: files under ``root`` through :func:`stack`."""
     return stack(
@@ -111,6 +122,9 @@ def folder_app(
         idle_timeout=idle_timeout,
         limit_rate=limit_rate,
         min_rate=min_rate,
+        metrics=metrics,
+        live=live,
+        live_token=live_token,
     )
 
 
