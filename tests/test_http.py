@@ -12,6 +12,7 @@ from werkzeug.http import http_date, parse_options_header
 
 from wsgipipe import RangeNotSatisfiable
 from wsgipipe._http import (
+    MAX_ACCEPT_ENCODING,
     MAX_RANGES,
     ByteRange,
     byte_ranges,
@@ -19,6 +20,7 @@ from wsgipipe._http import (
     content_disposition,
     content_type,
     etag_for,
+    http_date_value,
     if_range_matches,
     multipart,
     not_modified_headers,
@@ -170,6 +172,37 @@ class TestValidators:
     def test_if_range(self, value: str | None, allowed: bool) -> None:
         assert if_range_matches(value, ETAG, MODIFIED) is allowed
 
+    @pytest.mark.parametrize(
+        "value",
+        [
+            f"{http_date(MODIFIED)}, {http_date(MODIFIED)}",  # two headers joined
+            "Sat, 01 Jan 0000 00:00:00 GMT",  # year 0 is no year 2000
+            "Mon, 01 Jan 0099 00:00:00 GMT",
+            "01 Jan 2100 00:00:00 GMT",
+            "Sun, 06 Nov 1994 08:49:37 +0000",
+            "Sun, 06 Nov 1994 08:49:37 GMT\r\nX: y",
+            "",
+        ],
+    )
+    def test_invalid_dates_are_ignored(self, value: str) -> None:
+        # RFC 9110 §13.1.3 (If-Modified-Since), §13.1.4, §13.1.5: ignore them.
+        assert http_date_value(value) is None
+        assert precondition_status("GET", ETAG, MODIFIED, if_modified_since=value) == 200
+        old = MODIFIED + 10
+        assert precondition_status("GET", ETAG, old, if_unmodified_since=value) == 200
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "Sun, 06 Nov 1994 08:49:37 GMT",  # IMF-fixdate
+            "Sunday, 06-Nov-94 08:49:37 GMT",  # obsolete RFC 850
+            "Sun Nov  6 08:49:37 1994",  # asctime
+        ],
+    )
+    def test_the_three_http_date_forms(self, value: str) -> None:
+        date = http_date_value(value)
+        assert date is not None and date.timestamp() == 784111777
+
 
 class TestHeaderFilters:
     HEADERS: ClassVar[list[tuple[str, str]]] = [
@@ -253,6 +286,12 @@ class TestRepresentation:
     )
     def test_choose_encoding(self, header: str | None, expected: list[str]) -> None:
         assert choose_encoding(header, ("br", "gzip")) == expected
+
+    def test_oversized_accept_encoding_is_ignored(self) -> None:
+        # Parsing costs about 0.5 ms per KiB; real clients send a few dozen bytes.
+        padded = "gzip, " + "x" * MAX_ACCEPT_ENCODING
+        assert choose_encoding(padded, ("br", "gzip")) == []
+        assert choose_encoding("gzip, " + "x" * 100, ("br", "gzip")) == ["gzip"]
 
 
 class TestContentDisposition:

@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import re
+import tracemalloc
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,9 +213,37 @@ class TestRanges:
         res = client.get("/hello.txt", headers={"Range": value}, status=200)
         assert res.body == TEXT
 
-    def test_head_ignores_range(self, client: TestApp) -> None:
-        res = client.head("/data.bin", headers={"Range": "bytes=0-9"}, status=200)
-        assert res.headers["Content-Length"] == str(len(DATA))
+    @pytest.mark.parametrize("value", ["bytes=0-9", "bytes=-5", "bytes=0-9,1000-1099"])
+    def test_head_with_range_answers_like_get(self, client: TestApp, value: str) -> None:
+        # RFC 9110 §9.3.2: the same header fields as GET, so 206 and Content-Range.
+        get = client.get("/data.bin", headers={"Range": value}, status=206)
+        head = client.head("/data.bin", headers={"Range": value}, status=206)
+        assert head.body == b""
+        assert head.headers["Content-Length"] == get.headers["Content-Length"]
+        assert head.headers.get("Content-Range") == get.headers.get("Content-Range")
+        assert head.content_type == get.content_type
+
+    def test_head_with_unsatisfiable_range_is_416(self, client: TestApp) -> None:
+        res = client.head("/data.bin", headers={"Range": "bytes=999999-"}, status=416)
+        assert res.headers["Content-Range"] == f"bytes */{len(DATA)}"
+
+    def test_multipart_on_a_huge_sparse_file_plans_as_it_goes(self, tmp_path: Path) -> None:
+        # bytes=0-0,200- on 100 GiB once planned 1.6 million reads up front
+        # (+164 MiB, about a second before the first byte).
+        with open(tmp_path / "huge.bin", "wb") as f:
+            f.truncate(100 * 2**30)
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/huge.bin", "HTTP_RANGE": "bytes=0-0,200-"}
+        tracemalloc.start()
+        try:
+            body = Static(tmp_path)(env, lambda status, headers, exc_info=None: None)
+            first = [next(iter(body)) for _ in range(4)]  # head, byte 0, head, first chunk
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            body.close()  # type: ignore[attr-defined]
+        assert first[1] == b"\0" and first[2].endswith(b"\r\n\r\n")
+        assert peak < 2 * 2**20, f"{peak} bytes allocated before the first chunks"
+        assert leaked(tmp_path) == []
 
     def test_multipart_byteranges(self, client: TestApp, root: Path) -> None:
         res = client.get("/data.bin", headers={"Range": "bytes=0-9,1000-1099,-5"}, status=206)
@@ -288,6 +317,22 @@ class TestConditional:
         client.get("/hello.txt", headers={"If-Modified-Since": last}, status=304)
         then = http_date(parse_date(last).timestamp() - 10)  # type: ignore[union-attr]
         client.get("/hello.txt", headers={"If-Modified-Since": then}, status=200)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "{last}, {last}",  # two headers, joined with ", " by gunicorn
+            "{last}, Thu, 01 Jan 1970 00:00:00 GMT",
+            "Sat, 01 Jan 0000 00:00:00 GMT",  # no year 0: not read as 2000
+            "Fri, 01 Jan 2100 00:00:00 GMT garbage",
+            "01 Jan 2100 00:00:00 GMT",  # not one of the three HTTP-date forms
+        ],
+    )
+    def test_invalid_if_modified_since_is_ignored(self, client: TestApp, value: str) -> None:
+        # RFC 9110 §13.1.3: a recipient must ignore an invalid date.
+        last = client.get("/hello.txt").headers["Last-Modified"]
+        headers = {"If-Modified-Since": value.format(last=last)}
+        assert client.get("/hello.txt", headers=headers, status=200).body == TEXT
 
     def test_if_none_match_wins_over_if_modified_since(self, client: TestApp) -> None:
         # whitenoise#202: a rollback gives an older mtime but a different ETag.
@@ -371,6 +416,27 @@ class TestPrecompressed:
         (root / "style.css").unlink()
         assert self.get(Static(root), "gzip")[0] == "404 Not Found"
 
+    def test_directory_is_never_the_file_behind_a_gz_sibling(self, root: Path) -> None:
+        (root / "sub.gz").write_bytes(gzip.compress(b"not the directory"))
+        (root / "empty-dir.gz").write_bytes(gzip.compress(b"not the directory"))
+        app = Static(root)
+        assert call(app, "/sub", HTTP_ACCEPT_ENCODING="gzip")[0] == "301 Moved Permanently"
+        assert call(app, "/empty-dir", HTTP_ACCEPT_ENCODING="gzip")[0] == "404 Not Found"
+
+    def test_huge_accept_encoding_is_ignored(self, root: Path, monkeypatch: Any) -> None:
+        from wsgipipe import _http
+
+        value = "x-unknown;q=0.1, " * 1000 + "gzip"
+        _, headers, body = self.get(Static(root), value)
+        assert "Content-Encoding" not in headers and body == CSS
+        # A 404 never parses the header at all.
+        parsed: list[str] = []
+        real = _http.parse_accept_header
+        monkeypatch.setattr(_http, "parse_accept_header", lambda v: parsed.append(v) or real(v))
+        missing = call(Static(root), "/missing.css", HTTP_ACCEPT_ENCODING="gzip, br")
+        assert missing[0] == "404 Not Found"
+        assert parsed == []
+
     def test_off(self, root: Path) -> None:
         _, headers, _ = self.get(Static(root, precompressed=()), "gzip, br")
         assert "Content-Encoding" not in headers
@@ -435,6 +501,21 @@ class TestPathSafety:
     def test_symlink_inside_the_root_is_fine(self, app: Static, root: Path) -> None:
         (root / "alias.txt").symlink_to(root / "hello.txt")
         assert call(app, "/alias.txt")[2] == TEXT
+
+    def test_follow_symlinks_keeps_hidden_files_hidden(self, root: Path) -> None:
+        (root / ".git").mkdir()
+        (root / ".git" / "config").write_bytes(b"[remote] url = secret")
+        (root.parent / ".env").write_bytes(b"TOKEN=secret")
+        (root / "cfg.txt").symlink_to(root / ".git" / "config")
+        (root / "env.txt").symlink_to(root.parent / ".env")
+        (root / "fine.txt").symlink_to(root.parent / "outside.txt")
+        for allow_hidden in (False, True):
+            follow = Static(root, follow_symlinks=True, allow_hidden=allow_hidden)
+            expected = "200 OK" if allow_hidden else "404 Not Found"
+            assert call(follow, "/cfg.txt")[0] == expected
+            assert call(follow, "/env.txt")[0] == expected
+            assert call(follow, "/fine.txt")[2] == b"outside the root"
+        assert leaked(root) == []
 
     def test_follow_symlinks(self, app: Static, root: Path) -> None:
         follow = Static(root, follow_symlinks=True)

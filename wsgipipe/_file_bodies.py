@@ -8,11 +8,10 @@ several ranges (``multipart/byteranges``, RFC 9110 §14.6).
 from __future__ import annotations
 
 import os
-from collections import deque
 from typing import IO, TYPE_CHECKING
 
 from ._body import Body
-from ._errors import FileChanged
+from ._errors import FileChanged, HTTPError
 
 if TYPE_CHECKING:
     from . import _http as http
@@ -25,8 +24,8 @@ class Loaded(Body):
 
     Used when the server offers no zero-copy path (or it is turned off): one
     ``pread`` is cheaper than streaming, and the descriptor is not held while
-    the client reads. A file that shrank since its fstat raises
-    :class:`FileChanged` on the first ``next()``, so the server aborts.
+    the client reads. A file that shrank since its fstat fails the first
+    ``next()`` with a 500 :class:`HTTPError` caused by :class:`FileChanged`.
     """
 
     def __init__(self, fd: int, offset: int, length: int, name: str = "") -> None:
@@ -49,7 +48,9 @@ class Loaded(Body):
         if len(data) < self._length:
             error = FileChanged(self.name, self._length, len(data))
             self._fail(error)
-            raise error
+            # Nothing is sent yet: not an OSError, so gunicorn answers 500
+            # instead of closing the connection without a word.
+            raise HTTPError(str(error)) from error
         return self._emit(data)
 
 
@@ -60,6 +61,9 @@ class ByteRanges(Body):
     trailer. A file that shrank under it raises :class:`FileChanged` so that
     the server aborts instead of sending a short body. The file is released
     at the end of the body or at ``close()``, whichever comes first.
+
+    Reads are planned as they go: memory and the time to the first byte do
+    not grow with the ranges' sizes (``bytes=0-0,200-`` on a 100 GiB file).
     """
 
     def __init__(self, file: IO[bytes], plan: http.Multipart, *, chunk_size: int) -> None:
@@ -68,30 +72,41 @@ class ByteRanges(Body):
         self.name = str(getattr(file, "name", "") or "")
         self._file: IO[bytes] | None = file
         self._fd = file.fileno()
-        # Literal bytes or (position, length) reads, planned up front so that
-        # no cleanup ever waits behind a generator's yield.
-        self._steps: deque[bytes | tuple[int, int]] = deque()
-        for head, rng in plan.parts:
-            self._steps.append(head)
-            for pos in range(rng.start, rng.stop, chunk_size):
-                self._steps.append((pos, min(chunk_size, rng.stop - pos)))
-        self._steps.append(plan.trailer)
+        self._chunk_size = chunk_size
+        self._parts = iter(plan.parts)  # at most MAX_RANGES part headers
+        self._trailer = plan.trailer
+        self._pos = self._stop = 0  # what is left of the range being sent
 
     def __next__(self) -> bytes:
         if self._closed or self.outcome is not None:
             raise StopIteration
-        if not self._steps:
+        try:
+            chunk = self._step()
+        except StopIteration:
             self._finish()
             self._release()
-            raise StopIteration
-        step = self._steps.popleft()
-        try:
-            chunk = step if isinstance(step, bytes) else self._read(*step)
+            raise
         except BaseException as exc:
             self._next_failed(exc)
             self._release()
             raise
         return self._emit(chunk)
+
+    def _step(self) -> bytes:
+        if self._pos < self._stop:
+            length = min(self._chunk_size, self._stop - self._pos)
+            data = self._read(self._pos, length)
+            self._pos += length
+            return data
+        part = next(self._parts, None)
+        if part is not None:
+            head, rng = part
+            self._pos, self._stop = rng.start, rng.stop
+            return head
+        if not self._trailer:
+            raise StopIteration
+        trailer, self._trailer = self._trailer, b""
+        return trailer
 
     def _read(self, pos: int, length: int) -> bytes:
         data = os.pread(self._fd, length, pos)

@@ -18,6 +18,7 @@ from ._body import Body, close_all
 from ._error_response import error_response, status_for
 from ._errors import HTTPError
 from ._handoff import observe
+from ._log_text import request_target
 from ._record import current_transfer
 
 if TYPE_CHECKING:
@@ -106,9 +107,9 @@ class FileErrors:
         if record is not None:
             record.error = exc
         if status >= 500:
-            log.error("error before the first byte of %s", _target(environ), exc_info=exc)
+            log.error("error before the first byte of %s", request_target(environ), exc_info=exc)
         else:
-            log.info("%s for %s: %s", status, _target(environ), type(exc).__name__)
+            log.info("%s for %s: %s", status, request_target(environ), type(exc).__name__)
         headers = exc.headers if isinstance(exc, HTTPError) else None
         # The server's start_response has not been called yet (the app's call
         # was deferred), so there is nothing for exc_info to replace; and
@@ -132,7 +133,3 @@ def _close_quietly(result: Iterable[bytes]) -> None:
         close_all(close)
     except Exception:
         log.exception("closing the body of a failed response raised")
-
-
-def _target(environ: WSGIEnvironment) -> str:
-    return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"

@@ -9,8 +9,10 @@ module adds is the decisions RFC 9110 asks for, each at the line that makes it.
 from __future__ import annotations
 
 import mimetypes
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -35,6 +37,7 @@ __all__ = [
     "content_disposition",
     "content_type",
     "etag_for",
+    "http_date_value",
     "if_range_matches",
     "last_modified",
     "multipart",
@@ -52,6 +55,22 @@ MAX_RANGES = 32
 #: Ranges closer than this are merged into one part: a gap this small costs
 #: less than the part headers a separate part would need (RFC 9110 §14.3).
 COALESCE_GAP = 80
+
+#: Longer ``Accept-Encoding`` values are ignored (identity is sent): real
+#: clients send a few dozen bytes, and parsing costs about 0.5 ms per KiB.
+MAX_ACCEPT_ENCODING = 1024
+
+#: RFC 9110 §5.6.7: the three HTTP-date forms, exactly. Anything else (two
+#: If-Modified-Since headers joined by the server with ", ", a bare date
+#: without weekday) is not a date, and §13.1.3 says to ignore it.
+_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_TIME = r"\d\d:\d\d:\d\d"
+_HTTP_DATE = re.compile(
+    rf"{_DAY}, \d\d {_MONTH} (?P<year>\d{{4}}) {_TIME} GMT"  # IMF-fixdate
+    rf"|(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, \d\d-{_MONTH}-\d\d {_TIME} GMT"  # rfc850
+    rf"|{_DAY} {_MONTH} [ \d]\d {_TIME} (?P<asc_year>\d{{4}})"  # asctime
+)
 
 #: RFC 9110 §15.4.5: a 304 carries the headers a 200 would have sent among
 #: these, so caches can update what they stored. Last-Modified is kept too.
@@ -109,9 +128,11 @@ def byte_ranges(header: str | None, size: int) -> list[ByteRange] | None:
 
     None means: no header, a malformed or unknown-unit one (RFC 9110 §14.2:
     the server ignores what it cannot parse), too many specs, or an empty
-    representation. Raises :class:`RangeNotSatisfiable` when no range
-    overlaps the file (§14.1.1). The result is sorted, overlapping and
-    nearby ranges merged, so its total never exceeds ``size``.
+    representation. A range covering every byte still gets a 206, as from
+    nginx: old Safari needs a 206 for ``bytes=0-`` (werkzeug#1704). Raises
+    :class:`RangeNotSatisfiable` when no range overlaps the file (§14.1.1).
+    The result is sorted, overlapping and nearby ranges merged, so its total
+    never exceeds ``size``.
     """
     if not header or size <= 0 or header.count(",") >= MAX_RANGES:
         return None
@@ -181,7 +202,7 @@ def precondition_status(
             return 412
     elif if_unmodified_since is not None:
         # §13.1.4: ignored when If-Match is present or the date is invalid.
-        date = parse_date(if_unmodified_since)
+        date = http_date_value(if_unmodified_since)
         if date is not None and modified > date.timestamp():
             return 412
     safe = method in ("GET", "HEAD")
@@ -191,10 +212,26 @@ def precondition_status(
         if parse_etags(if_none_match).contains_weak(unquote_etag(etag)[0]):
             return 304 if safe else 412
     elif if_modified_since is not None and safe:
-        date = parse_date(if_modified_since)
+        date = http_date_value(if_modified_since)
         if date is not None and modified <= date.timestamp():
             return 304
     return 200
+
+
+def http_date_value(value: str) -> datetime | None:
+    """The date in a header value, or None if it is not exactly one HTTP-date.
+
+    werkzeug's ``parse_date`` is lenient: it reads the first of two joined
+    dates and turns year 0000 into 2000. A recipient must ignore an invalid
+    date (RFC 9110 §13.1.3), so only the three §5.6.7 forms pass, and a
+    four-digit year must survive parsing unchanged.
+    """
+    match = _HTTP_DATE.fullmatch(value.strip())
+    date = parse_date(value) if match else None
+    year = match and (match["year"] or match["asc_year"])
+    if date is None or (year and int(year) != date.year):
+        return None
+    return date
 
 
 def if_range_matches(value: str | None, etag: str, modified: int) -> bool:
@@ -207,7 +244,7 @@ def if_range_matches(value: str | None, etag: str, modified: int) -> bool:
     if value is None:
         return True
     value = value.strip()
-    date = parse_date(value)
+    date = http_date_value(value)
     if date is not None:
         return int(date.timestamp()) == modified
     if value.startswith("W/") or not value.startswith('"'):
@@ -283,7 +320,7 @@ def choose_encoding(accept_encoding: str | None, available: Sequence[str]) -> li
     A specific entry overrides ``*``; ``q=0`` refuses; ties keep the order
     of ``available`` (the server's preference, e.g. ``br`` before ``gzip``).
     """
-    if not accept_encoding:
+    if not accept_encoding or len(accept_encoding) > MAX_ACCEPT_ENCODING:
         return []
     weights: dict[str, float] = {}
     for value, quality in parse_accept_header(accept_encoding):

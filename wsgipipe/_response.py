@@ -144,8 +144,9 @@ def _decide(environ: WSGIEnvironment, size: int, entity: Entity) -> _Decision:
     if status == 412:
         return _Decision(412, _plain_headers(entity, 412))
     headers = list(entity.headers)
-    # RFC 9110 §14.2: range handling is defined for GET only; HEAD ignores it.
-    ranges = _ranges(environ, size, entity) if method == "GET" else None
+    # RFC 9110 §9.3.2: HEAD gets the headers GET would, 206 and Content-Range
+    # included (as from nginx); other methods ignore Range (§14.2).
+    ranges = _ranges(environ, size, entity) if method in ("GET", "HEAD") else None
     if ranges is None:
         headers.append(("Content-Length", str(size)))
         return _Decision(200, headers)

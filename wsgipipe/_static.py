@@ -17,8 +17,9 @@ from urllib.parse import quote
 from . import _http as http
 from ._entity import Entity, entity_for
 from ._error_response import error_response
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, FileChanged
 from ._files import OPEN_FLAGS, stat_key
+from ._record import current_transfer
 from ._response import SMALL_FILE, respond
 
 if TYPE_CHECKING:
@@ -115,9 +116,20 @@ class Static:
         if self.offload is not None:
             os.close(fd)
             return self._offloaded(start_response, entity, name or "", path)
-        response = respond(
-            environ, fd, st, entity, name=path, zero_copy=self.zero_copy, small_file=self.small_file
-        )
+        try:
+            response = respond(
+                environ,
+                fd,
+                st,
+                entity,
+                name=path,
+                zero_copy=self.zero_copy,
+                small_file=self.small_file,
+            )
+        except FileChanged as exc:
+            # Rewritten between two fstats: nothing is sent yet, so say 500
+            # (an OSError reaching gunicorn would close without any answer).
+            return _changed(environ, start_response, exc)
         return response(environ, start_response)
 
     def _name(self, path_info: str) -> str | None:
@@ -164,18 +176,17 @@ class Static:
         it was compressed, and serving the old bytes would be a stale response.
         ``gzip -k`` and ``brotli`` keep the original's mtime, so fresh ones pass.
         """
-        codings = http.choose_encoding(accept, self.encodings)
-        if not codings:
-            return None
         try:
-            original = os.stat(path).st_mtime_ns
+            original = os.stat(path)
         except OSError:
             return None  # no file, no variants: the same 404 for everyone
-        for coding in codings:
+        if not stat.S_ISREG(original.st_mode):
+            return None  # "dir.gz" is no encoding of the directory "dir"
+        for coding in http.choose_encoding(accept, self.encodings):
             found = self._open_version(name, path + _SUFFIXES[coding], coding)
             if not isinstance(found, tuple):
                 continue
-            if found[1].st_mtime_ns >= original:
+            if found[1].st_mtime_ns >= original.st_mtime_ns:
                 return found
             os.close(found[0])
         return None
@@ -219,16 +230,19 @@ class Static:
         return entity
 
     def _contained(self, path: str, fd: int) -> bool:
-        """Whether the open descriptor is inside the root (symlinks resolved)."""
-        if self.follow_symlinks:
-            return True  # the name has no ".." segments, so only symlinks lead out
+        """Whether the open descriptor may be served: inside the root, not hidden.
+
+        With ``follow_symlinks`` a link may lead out of the root, but what it
+        resolves to must still not be hidden (a link to ``.git/config``).
+        """
         # /proc/self/fd names the file we actually opened: no race with a
         # symlink swapped after open(2), unlike a second realpath(path).
         real = os.readlink(_PROC_FD + str(fd)) if self._use_proc else os.path.realpath(path)
-        if os.path.commonpath((self.root, real)) != self.root:
+        if os.path.commonpath((self.root, real)) == self.root:
+            real = os.path.relpath(real, self.root)
+        elif not self.follow_symlinks:
             return False
-        inside = os.path.relpath(real, self.root)
-        return self.allow_hidden or not any(s.startswith(".") for s in inside.split(os.sep))
+        return self.allow_hidden or not any(s.startswith(".") for s in real.split(os.sep))
 
     def _build_entity(self, name: str, coding: str, st: os.stat_result) -> Entity:
         extra: Headers = []
@@ -361,6 +375,15 @@ def _refused(segment: str, allow_hidden: bool) -> bool:
     if "\\" in segment or ":" in segment or "\x00" in segment or segment[-1] in ". ":
         return True
     return segment.split(".", 1)[0].rstrip(" ").upper() in _DEVICES
+
+
+def _changed(
+    environ: WSGIEnvironment, start_response: StartResponse, exc: FileChanged
+) -> list[bytes]:
+    record = current_transfer(environ)
+    if record is not None:
+        record.error = exc
+    return error_response(environ, start_response, 500)
 
 
 def _redirect(start_response: StartResponse, location: str) -> list[bytes]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
 from typing import IO, TYPE_CHECKING
 
 from ._body import Body, server_wrapper
-from ._errors import FileChanged
+from ._errors import FileChanged, HTTPError
 from ._files import OPEN_FLAGS
 
 if TYPE_CHECKING:
@@ -193,8 +194,14 @@ class FileStream(Body):
             self._open_once()
             chunk = self._read_chunk()
         except BaseException as exc:
+            untouched = not self.bytes_sent and not self._pending
             self._next_failed(exc)
             self._release_file()
+            if untouched and isinstance(exc, FileChanged):
+                # No byte and no header has gone out yet, so the client can
+                # still get a 500; an OSError would make gunicorn hang up
+                # without any answer.
+                raise HTTPError(str(exc)) from exc
             raise
         if not chunk:
             self._finish()
@@ -330,25 +337,36 @@ class FileStream(Body):
     def _release(self) -> None:
         # Decide the outcome before the descriptor goes: under sendfile the
         # only evidence is how far the kernel got (see seek()).
-        shrunk: FileChanged | None = None
+        short: FileChanged | None = None
         if self.outcome is None and self._opened and self._remaining == 0 and not self._pending:
             self._finish()
-        elif self.outcome is None and not self._iterated and self._shrunk():
-            shrunk = FileChanged(self.name, self._announced(), self.bytes_sent)
-            self._fail(shrunk)
+        elif self.outcome is None and self._server_saw_end():
+            short = FileChanged(self.name, self._announced(), self.bytes_sent)
+            self._fail(short)
         self._release_file()
-        if shrunk is not None:
-            # Raising from close() makes gunicorn drop the connection instead
-            # of keeping alive a response that is shorter than announced.
-            raise shrunk
+        if short is not None:
+            # RFC 9112 §6.3: a short body is an incomplete message. Raising
+            # from close() makes gunicorn (sync, gthread) drop the connection
+            # instead of reading the next pipelined request behind it.
+            raise short
 
-    def _shrunk(self) -> bool:
-        if self._fd is None or self._end is None or self._released:
+    def _server_saw_end(self) -> bool:
+        # socket.sendfile stops without an error at end of file: the file
+        # shrank while being sent (perhaps to grow back since). So a short
+        # send with no exception on its way up through the server's finally
+        # means the file changed; a send of nothing never calls seek(), so
+        # there a changed fstat is the evidence.
+        if self._iterated or self._fd is None or self._end is None or self._pos >= self._end:
             return False
-        try:
-            return os.fstat(self._fd).st_size < self._end
-        except OSError:
-            return False
+        if sys.exc_info()[1] is not None:
+            return False  # the send failed: the server drops the connection anyway
+        return self.via == "sendfile" or self._changed(os.fstat(self._fd))
+
+    def _changed(self, now: os.stat_result) -> bool:
+        assert self._stat is not None and self._end is not None
+        then = self._stat
+        key = (now.st_mtime_ns, now.st_ctime_ns, now.st_size)
+        return now.st_size < self._end or key != (then.st_mtime_ns, then.st_ctime_ns, then.st_size)
 
     def __repr__(self) -> str:
         return f"<FileStream {self.name!r} sent={self.bytes_sent} outcome={self.outcome}>"

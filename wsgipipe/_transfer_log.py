@@ -11,10 +11,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from ._body import Body
 from ._handoff import observe
+from ._log_text import log_text
 from ._record import ENVIRON_KEY, Transfer
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class TransferLog:
         self.on_done = on_done
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        record = Transfer(environ.get("REQUEST_METHOD", "GET"), _path(environ))
+        record = Transfer(log_text(environ.get("REQUEST_METHOD", "GET")), _path(environ))
         environ[ENVIRON_KEY] = record
 
         def log_start_response(
@@ -108,7 +108,5 @@ def _content_length(headers: Headers) -> int | None:
 
 
 def _path(environ: WSGIEnvironment) -> str:
-    # PEP 3333 strings are bytes decoded as latin-1; quote them back so that a
-    # hostile path cannot forge a log line with control characters.
-    raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    return quote(raw, safe="/:@!$&'()*+,;=-._~%", encoding="latin-1") or "/"
+    # A hostile path must not forge a log line (one escaping rule: _log_text).
+    return log_text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
