@@ -21,9 +21,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "wsgipipe"
 #: Layers, bottom first. Names are module paths below ``wsgipipe``.
 LAYERS: dict[str, list[str]] = {
     # Leaves: import nothing from wsgipipe.
-    "leaves": ["_errors", "_files", "_log_text", "_live_slots", "_compat"],
+    "leaves": ["_errors", "_files", "_log_text", "_live_slots", "_compat", "_zip_format"],
     # Pure rules and the per-request record: HTTP, statuses, pace, errors as responses.
-    "rules": ["_http", "_record", "_error_response", "_pace"],
+    "rules": ["_http", "_record", "_error_response", "_pace", "_static_rules"],
     # The body contract and what a response says about a file.
     "bodies": ["_body", "_entity", "_connection", "sinks"],
     # Concrete bodies: files, file parts, other sources, the client probe.
@@ -45,6 +45,7 @@ LAYERS: dict[str, list[str]] = {
         "_live_routes",
         "_live",
         "_live_page",
+        "_zip",
     ],
     # The stacks `wsgipipe serve` and the example app run.
     "stack": ["_stack"],
