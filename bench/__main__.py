@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from . import inprocess, machine, release, report, throughput
+from . import capacity, inprocess, machine, release, report, throughput
 from .common import Settings, prepare_data, say
 from .results import Measurement, Results
 from .targets import MET, MISSED, UNMEASURED, judge_all
@@ -30,6 +30,7 @@ SECTIONS: dict[str, Callable[[Settings], Measurement]] = {
     "rss": release.measure_rss,
     "abort": release.measure_abort,
     "stall": release.measure_stall,
+    "capacity": capacity.measure,
 }
 
 
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from(args)
     out = args.out or (os.path.join(HERE, "out", "quick") if settings.quick else HERE)
     results = measure(settings, args.only)
-    for path in report.write(results, out):
+    for path in report.write(results, out) + capacity.chart(results, out):
         say(f"wrote {os.path.relpath(path)}")
     status = check(results, args.strict)
     if results.failed:
