@@ -69,7 +69,7 @@ class FileErrors:
     Covers the app call and the first chunk (a lazily opened file): a
     :class:`FileStream` is opened eagerly, any other body has its first chunk
     pulled. ``hide_forbidden=True`` answers 404 instead of 403 so that a
-    client cannot learn which files exist. :class:`~wsgipipe.errors.HTTPError`
+    client cannot learn which files exist. :class:`~wsgipipe.HTTPError`
     subclasses answer with their own ``status_hint`` and headers.
     """
 

@@ -64,7 +64,7 @@ class Pace:
     """The policy: ``idle_timeout`` seconds, ``min_rate`` bytes/s after ``grace`` s.
 
     ``None`` (or 0) turns a limit off. Raises
-    :class:`~wsgipipe.errors.ConfigurationError` for negative or non-finite
+    :class:`~wsgipipe.ConfigurationError` for negative or non-finite
     values, when the pace is built rather than when a client is cut.
     """
 

@@ -49,7 +49,7 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 def parse_tee(spec: str | Iterable[str]) -> list[object]:
     """Sinks from ``"stdout,sha256,dir:/tmp/copies"`` (any hashlib name works as a digest).
 
-    Raises :class:`~wsgipipe.errors.ConfigurationError` for anything unknown.
+    Raises :class:`~wsgipipe.ConfigurationError` for anything unknown.
     """
     names = spec.split(",") if isinstance(spec, str) else list(spec)
     found: list[object] = []
@@ -133,7 +133,7 @@ def static_app(root: str | os.PathLike[str], *, index: str = "index.html") -> WS
 
     Static gives the HTTP semantics (ranges, conditional requests, path
     safety, zero-copy); FileErrors turns anything unexpected before the first
-    byte into a clean 500. Raises :class:`~wsgipipe.errors.ConfigurationError`
+    byte into a clean 500. Raises :class:`~wsgipipe.ConfigurationError`
     at once if ``root`` is not a directory.
     """
     return FileErrors(Static(root, index=index))

@@ -2,7 +2,7 @@
 
 A :class:`FileStream` is two things at once:
 
-* a WSGI response iterable (a :class:`~wsgipipe.body.Body`) that reads the
+* a WSGI response iterable (a :class:`~wsgipipe.Body`) that reads the
   file in chunks, sends exactly the announced length and releases the file
   at end of file or at ``close()``, whichever comes first;
 * a read-only file object (``read``, ``fileno``, ``seek``, ``tell``) that can
@@ -222,7 +222,7 @@ class FileStream(Body):
     def read(self, size: int = -1) -> bytes:
         """Read at most ``size`` bytes, never past the announced length.
 
-        Raises :class:`~wsgipipe.errors.FileChanged` if the file ends before
+        Raises :class:`~wsgipipe.FileChanged` if the file ends before
         the announced length: the server must abort, not send a short body.
         A server's file wrapper (wsgiref, gunicorn's Python fallback) reads
         through here, so a chunk counts as sent once the server asks again,
