@@ -82,12 +82,14 @@ def observe(
             inner = source(inner)
         body: Body = Observed(result, source=inner, transform=transform)
         return Handoff(body, body)
-    found = tracked(result) or _view(environ, result)
+    found = tracked(result)
+    if isinstance(found, (FileStream, FileView)) and found is not result:
+        return Handoff(found, result)  # a wrapper built beneath us under this same rule
+    found = found or _view(environ, result)
     if isinstance(found, (FileStream, FileView)):
         if prime and isinstance(found, FileStream) and not found.opened:
             found.open()  # its errors surface now; no byte is read
-        # A wrapper that arrives was built beneath us under the same rule: keep it.
-        return Handoff(found, found.for_server(environ) if found is result else result)
+        return Handoff(found, found.for_server(environ))
     if isinstance(found, Observed) and prime:
         found.prime()  # in place: no second Python frame per chunk
     if found is not None and (isinstance(found, Observed) or not prime):
