@@ -590,6 +590,10 @@ class TestWithoutProc:
         with pytest.raises(ProcUnavailable):
             open_files()
 
+    def test_descriptor_counts_refuse_too(self) -> None:
+        with pytest.raises(ProcUnavailable):
+            _leaks.fd_count(os.getpid())
+
     def test_warnings_only_is_a_choice_and_still_catches_unclosed_files(self, big: Path) -> None:
         with pytest.raises(LeakedFiles) as leak, LeakCheck(warnings_only=True):
             f = open(big, "rb")  # noqa: SIM115 - the leak being tested

@@ -28,6 +28,7 @@ __all__ = [
     "LeakCheck",
     "LeakedFiles",
     "ProcUnavailable",
+    "fd_count",
     "fd_table",
     "no_leaked_files",
     "open_files",
@@ -95,6 +96,18 @@ def open_files(pid: int | str = "self", under: str | os.PathLike[str] | None = N
         if prefix is None or target.startswith(prefix) or target == prefix[:-1]:
             found.append(target)
     return sorted(found)
+
+
+def fd_count(pid: int | str) -> int | None:
+    """How many descriptors ``pid`` has open; None once it is gone.
+
+    Raises :class:`ProcUnavailable` where there is no ``/proc`` at all.
+    """
+    _require_proc()
+    try:
+        return len(os.listdir(f"{PROC}/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
 
 
 def no_leaked_files(under: str | os.PathLike[str] | None = None) -> LeakCheck:

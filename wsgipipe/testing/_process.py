@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from ._gunicorn_conf import BOOTED
-from ._leaks import open_files
+from ._leaks import fd_count, open_files
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -195,11 +195,8 @@ class ServerProcess:
 
     def fd_counts(self) -> dict[int, int]:
         """Descriptor count per worker pid."""
-        counts: dict[int, int] = {}
-        for pid in self.worker_pids():
-            with suppress(FileNotFoundError):
-                counts[pid] = len(os.listdir(f"/proc/{pid}/fd"))
-        return counts
+        counts = {pid: fd_count(pid) for pid in self.worker_pids()}
+        return {pid: count for pid, count in counts.items() if count is not None}
 
     def wait_for_log(self, pattern: str, timeout: float = 5.0, *, count: int = 1) -> bool:
         """Wait until ``pattern`` (a regex) matches at least ``count`` times in the log."""
