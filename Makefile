@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest soak bench bench-check clean
+.PHONY: run test lint typecheck pytest test-pythons soak bench bench-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gunicorn -c gunicorn.conf.py examples.app:app
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) lint typecheck pytest test-pythons
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,6 +30,13 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	bash .ci/system-deps
 	$(BIN)/python -m pytest -W error::ResourceWarning
+
+# The in-process tests (not marked `server`) on the other supported Pythons,
+# each in its own .venv-3.X with '.[dev]'; a version missing here is skipped
+# with a note (.ci/test-pythons). The default Python runs everything above.
+PYTHONS ?= 3.10 3.12 3.13
+test-pythons:
+	DEFAULT_PYTHON=$(BIN)/python bash .ci/test-pythons $(PYTHONS)
 
 # Benchmarks (bench/, docs/benchmarks.md): a full run rewrites bench/results.md
 # and the charts; bench-check is a quick run that fails when a target is missed.
@@ -56,4 +63,4 @@ soak: $(STAMP)
 	$(BIN)/python tests/soak/soak.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache

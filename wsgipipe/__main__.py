@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import ConfigurationError
@@ -86,6 +86,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     top = parser()
     args = top.parse_args(argv)
+    run = _gunicorn_runner(top)
     try:
         app = folder_app(
             args.directory,
@@ -96,10 +97,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ConfigurationError as exc:
         top.error(str(exc))
-    from .gunicorn import run  # gunicorn is imported only when serving
-
     run(app, **settings_from(args))
     return 0
+
+
+def _gunicorn_runner(top: argparse.ArgumentParser) -> Callable[..., None]:
+    """wsgipipe.gunicorn.run, or a one-line way out when gunicorn is not installed.
+
+    gunicorn is an optional extra, imported only when serving: a plain
+    ``pip install wsgipipe`` has no server to run.
+    """
+    try:
+        from .gunicorn import run
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "gunicorn":
+            raise
+        top.exit(2, _NO_GUNICORN)
+    return run
+
+
+_NO_GUNICORN = (
+    "wsgipipe serve runs gunicorn, which is not installed here.\n"
+    "Install it with:  pip install 'wsgipipe[gunicorn]'\n"
+)
 
 
 if __name__ == "__main__":
