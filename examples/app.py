@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +34,10 @@ from urllib.parse import parse_qs
 from wsgipipe import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MIN_RATE,
+    ClientGone,
     ConfigurationError,
     Delay,
+    Observed,
     Throttle,
     stack,
     static_app,
@@ -52,6 +55,11 @@ BIG_BIN_SIZE = 64 * 1024 * 1024
 
 #: The slow routes are a demonstration, not a way to hold a thread for ever.
 MAX_DELAY = 60.0
+#: ...so no demo response lasts longer than this many seconds in all: it is
+#: cut (aborted, reason "demo time limit"). Without it, delay=60 on big.bin
+#: (1,024 chunks) would hold a thread for 17 hours, rate=1 for two years.
+#: WSGIPIPE_DEMO_LIMIT overrides it.
+DEMO_LIMIT = 120.0
 
 
 def make_big_files(root: Path = ROOT) -> None:
@@ -85,8 +93,9 @@ def query(environ: WSGIEnvironment, name: str, default: str) -> str:
 class Experiments:
     """Route ``/slow/`` and ``/limit/`` to Delay and Throttle around the file app."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, time_limit: float = DEMO_LIMIT) -> None:
         self.files = static_app(root)
+        self.time_limit = time_limit
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -98,7 +107,7 @@ class Experiments:
                     app = route(environ)
                 except ValueError as exc:  # ConfigurationError is a ValueError
                     return bad_request(start_response, str(exc))
-                return app(environ, start_response)
+                return time_limited(app(environ, start_response), self.time_limit)
         return self.files(environ, start_response)
 
     def slow(self, environ: WSGIEnvironment) -> WSGIApplication:
@@ -114,6 +123,22 @@ class Experiments:
         return Throttle(self.files, query(environ, "rate", "1k"))
 
 
+def time_limited(body: Iterable[bytes], seconds: float) -> Observed:
+    """``body``, cut once ``seconds`` have passed since the response started.
+
+    The cut is an abort with a reason, not a short body that looks whole:
+    ClientGone makes the server drop the connection (Content-Length was sent).
+    """
+    deadline = time.monotonic() + seconds
+
+    def check(chunk: bytes) -> bytes:
+        if time.monotonic() > deadline:
+            raise ClientGone(f"demo time limit {seconds:g}s")
+        return chunk
+
+    return Observed(body, transform=check)
+
+
 def build(root: Path = ROOT) -> WSGIApplication:
     """The whole example app, configured from the environment."""
     idle = float(os.environ.get("WSGIPIPE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
@@ -121,7 +146,7 @@ def build(root: Path = ROOT) -> WSGIApplication:
     make_big_files(root)
     tee = os.environ.get("WSGIPIPE_TEE", "")
     return stack(
-        Experiments(root),
+        Experiments(root, time_limit=float(os.environ.get("WSGIPIPE_DEMO_LIMIT", DEMO_LIMIT))),
         tee=tee,
         idle_timeout=idle,
         min_rate=min_rate,

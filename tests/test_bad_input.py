@@ -16,6 +16,7 @@ may be open (``/proc``), and nothing may ever answer 500.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from webtest import TestApp, TestRequest, TestResponse
 
-from wsgipipe import Static
+from wsgipipe import ClientGone, FileErrors, Static, TransferLog, file_response
 from wsgipipe.testing import GunicornServer, open_files, raw_request, wait_until
 from wsgipipe.testing._matrix import MatrixServer
 from wsgipipe.testing._process import ServerProcess
@@ -236,7 +237,32 @@ CONDITIONAL_ABUSE = [
     ("If-Range", 'W/"weak"'),
     ("If-Range", "garbage"),
     ("If-Range", "Mon, 99 Foo 2020 99:99:99 GMT"),
+    # Two headers, joined by the server; a year 0000 that must not become 2000
+    ("If-Modified-Since", "Sun, 06 Nov 2101 08:49:37 GMT, Sun, 06 Nov 2101 08:49:37 GMT"),
+    ("If-Modified-Since", "Sat, 01 Jan 0000 00:00:00 GMT"),
+    ("If-Unmodified-Since", "Sat, 01 Jan 0000 00:00:00 GMT"),
+    ("If-Range", "Sat, 01 Jan 0000 00:00:00 GMT"),
 ]
+
+#: Conditional values that are no valid HTTP-date: ignored (RFC 9110 §13.1.3),
+#: so the Range is honoured and the answer is the 206 a plain request gets.
+INVALID_DATES = [
+    "{last}, {last}",
+    "{last}, Thu, 01 Jan 1970 00:00:00 GMT",
+    "Sun, 06 Nov 2101 08:49:37 GMT, x",
+    "Sat, 01 Jan 0000 00:00:00 GMT",
+    "06 Nov 2101 08:49:37 GMT",
+]
+
+
+@pytest.mark.parametrize("value", INVALID_DATES)
+def test_invalid_if_modified_since_is_ignored(app: TestApp, tree: Tree, value: str) -> None:
+    last = _request(app, "/data.bin").headers["Last-Modified"]
+    response = _request(
+        app, "/data.bin", **{"If-Modified-Since": value.format(last=last), "Range": "bytes=0-9"}
+    )
+    assert (response.status_int, response.body) == (206, DATA[:10])
+    assert _clean(tree)
 
 
 @pytest.mark.parametrize(("header", "value"), CONDITIONAL_ABUSE)
@@ -277,11 +303,13 @@ def test_broken_paths_are_404(app: TestApp, tree: Tree, path_info: str) -> None:
     assert _clean(tree)
 
 
-def test_very_long_header_values_do_not_matter(app: TestApp, tree: Tree) -> None:
-    response = _request(
-        app, "/data.bin", **{"X-Long": "x" * 1_000_000, "Accept-Encoding": "," * 10000}
-    )
+@pytest.mark.parametrize(
+    "accept", ["," * 10000, "gzip;q=0.5, " * 1000, "br, gzip, " + "x-" * 100_000]
+)
+def test_very_long_header_values_do_not_matter(app: TestApp, tree: Tree, accept: str) -> None:
+    response = _request(app, "/data.bin", **{"X-Long": "x" * 1_000_000, "Accept-Encoding": accept})
     assert (response.status_int, response.body) == (200, DATA)
+    assert "Content-Encoding" not in response.headers
     assert _clean(tree)
 
 
@@ -312,6 +340,107 @@ def test_raw_broken_requests_to_gunicorn(tree: Tree) -> None:
         assert _raw_get(server.port, "/data.bin") == (200, DATA)
         assert wait_until(lambda: not server.open_files(tree.base))
         assert "Traceback" not in server.log
+
+
+# -- log forging -------------------------------------------------------------------
+
+#: PATH_INFO as a server hands it over (percent-decoded): each tries to start a
+#: line of its own in the log, or to drive the terminal of whoever reads it.
+LOG_INJECTION = [
+    "/nope\n2026-11-30 18:10:00,000 [1234] wsgipipe GET /admin/secret.zip 200 finished",
+    "/nope\r\n2026-11-30 18:10:00,000 wsgipipe GET /x 200 finished",
+    "/nope\x1b[2J\x1b[31mred\x1b[0m",
+    "/nope\r\nSet-Cookie: forged=1",
+    "/nope\x85next-line\x0bvt\x0cff\x7fdel",
+    "/nope\xe2\x80\xa8forged",  # U+2028 in UTF-8, as latin-1 text
+]
+
+
+@pytest.mark.parametrize("path_info", LOG_INJECTION, ids=range(len(LOG_INJECTION)))
+def test_client_input_never_forges_a_log_line(
+    tree: Tree, path_info: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The documented pattern: file_response for a client-chosen name under FileErrors.
+    def download(environ: dict[str, object], start_response: object) -> object:
+        name = str(environ["PATH_INFO"]).lstrip("/")
+        return file_response(environ, tree.root / name)(environ, start_response)  # type: ignore[arg-type]
+
+    app = TestApp(TransferLog(FileErrors(download)), lint=True)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="wsgipipe"):
+        response = _request(app, path_info)
+    assert response.status_int == 404
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, lines  # FileErrors' 404 and TransferLog's transfer line
+    for line in lines:
+        assert line.isprintable() and line.isascii(), repr(line)
+        fields = line.split(" error=")[0]  # an error message keeps its spaces
+        assert "wsgipipe GET /admin" not in fields and " 200 finished" not in fields
+    escaped = lines[1].split(" ")[1]  # TransferLog: "GET <path> 404 ..."
+    assert escaped.startswith("/nope%") and f"GET {escaped}:" in lines[0]  # the same way
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Path:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_bytes(SECRETS[0])
+    (tmp_path / "cfg.txt").symlink_to(tmp_path / ".git" / "config")
+    return tmp_path
+
+
+def test_followed_symlink_to_a_hidden_file_is_404(linked: Path) -> None:
+    response = _request(TestApp(Static(linked, follow_symlinks=True), lint=True), "/cfg.txt")
+    assert (response.status_int, response.body) == (404, b"404 Not Found\n")
+
+
+# -- the example app's demo routes --------------------------------------------------
+
+#: Query strings that once meant a 500 or a thread held for hours.
+DEMO_ABUSE = [
+    ("/limit/data.bin", "rate=" + "9" * 310),  # float("9" * 310) is inf: OverflowError
+    ("/limit/data.bin", "rate=1e400"),
+    ("/limit/data.bin", "rate=inf"),
+    ("/limit/data.bin", "rate=nan"),
+    ("/slow/data.bin", "delay=" + "9" * 310),
+    ("/slow/data.bin", "delay=inf"),
+    ("/slow/data.bin", "delay=nan"),
+    ("/slow/data.bin", "delay=-1"),
+]
+
+
+@pytest.fixture(scope="module")
+def experiments(tree: Tree) -> TestApp:
+    from examples.app import Experiments
+
+    return TestApp(Experiments(tree.root, time_limit=0.3), lint=True)
+
+
+@pytest.mark.parametrize(("path", "query"), DEMO_ABUSE)
+def test_demo_route_abuse_is_a_400(experiments: TestApp, path: str, query: str) -> None:
+    response = experiments.get(f"{path}?{query}", status="*", expect_errors=True)
+    assert response.status_int == 400
+    assert response.body.startswith(b"400 Bad Request: ")
+
+
+@pytest.mark.parametrize("query", ["/slow/five.bin?delay=0.2", "/limit/five.bin?rate=256k"])
+def test_demo_routes_stop_at_their_time_limit(tmp_path: Path, query: str) -> None:
+    # delay=60 on a 64 MiB file was 17 hours; every demo response now ends
+    # by the limit, aborted with its reason (never a short body that looks whole).
+    from examples.app import Experiments
+
+    five = os.urandom(5 * 64 * 1024)  # five chunks: 1 s at either pace
+    (tmp_path / "five.bin").write_bytes(five)
+    path, _, qs = query.partition("?")
+    env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": qs, "SCRIPT_NAME": ""}
+    body = Experiments(tmp_path, time_limit=0.3)(env, lambda status, headers, exc_info=None: None)
+    got = b""
+    with pytest.raises(ClientGone):
+        for chunk in body:
+            got += chunk
+    body.close()  # type: ignore[attr-defined]
+    assert 0 < len(got) < len(five) and five.startswith(got)
+    assert body.outcome == "aborted"  # type: ignore[attr-defined]
+    assert body.reason == "demo time limit 0.3s"  # type: ignore[attr-defined]
+    assert open_files("self", tmp_path) == []
 
 
 # -- property tests --------------------------------------------------------------

@@ -159,9 +159,9 @@ class TestFullResponses:
 
     def test_cache_control_policy(self, root: Path) -> None:
         client = TestApp(Static(root), lint=True)
-        assert client.get("/hello.txt").headers["Cache-Control"] == "public, max-age=60"
+        assert client.get("/hello.txt").headers["Cache-Control"] == "max-age=60"
         immutable = client.get("/app.3f9a1c2e.js").headers["Cache-Control"]
-        assert immutable == "public, max-age=31536000, immutable"
+        assert immutable == "max-age=31536000, immutable"
         none = TestApp(Static(root, max_age=None, immutable=None), lint=True)
         assert "Cache-Control" not in none.get("/app.3f9a1c2e.js").headers
 

@@ -211,7 +211,7 @@ class TestNginxOffload:
         assert headers["Server"].startswith("nginx")
         assert headers["Content-Length"] == str(SIZE)
         assert headers["Content-Type"] == "application/octet-stream"  # ours, kept by nginx
-        assert headers["Cache-Control"] == "public, max-age=60"
+        assert headers["Cache-Control"] == "max-age=60"
         assert "X-Accel-Redirect" not in headers
         assert "200 finished 0/0 B" in site.line("/offload/big.bin")
 

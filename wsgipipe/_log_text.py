@@ -22,17 +22,19 @@ __all__ = ["log_text", "request_target"]
 _KEEP = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 
 
-def log_text(text: str) -> str:
+def log_text(text: str, *, spaces: bool = False) -> str:
     """``text`` with every byte outside visible ASCII percent-encoded.
 
     PEP 3333 environ strings are bytes decoded as latin-1, so they are
     encoded back to those bytes; any other text is encoded as UTF-8.
+    ``spaces=True`` keeps spaces, for free text at the end of a line (an
+    error message); a field such as the path never has one.
     """
     try:
         raw = text.encode("latin-1")
     except UnicodeEncodeError:
         raw = text.encode("utf-8", "backslashreplace")
-    return quote(raw, safe=_KEEP)
+    return quote(raw, safe=_KEEP + " " if spaces else _KEEP)
 
 
 def request_target(environ: WSGIEnvironment) -> str:

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ._log_text import log_text
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
@@ -55,7 +57,9 @@ class Transfer:
         if self.reason:
             parts.append(f"reason={self.reason!r}")
         if self.error is not None:
-            parts.append(f"error={type(self.error).__name__}: {self.error}")
+            # Messages can carry client input (a file name): one line, escaped.
+            message = log_text(str(self.error), spaces=True)
+            parts.append(f"error={type(self.error).__name__}: {message}")
         return " ".join(parts)
 
 

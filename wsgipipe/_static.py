@@ -9,15 +9,15 @@ Per-path headers are cached, keyed on the fstat of the open descriptor.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from . import _http as http
+from . import _static_rules as rules
 from ._entity import Entity, entity_for
 from ._error_response import error_response
-from ._errors import ConfigurationError, FileChanged
+from ._errors import FileChanged
 from ._files import OPEN_FLAGS, stat_key
 from ._record import current_transfer
 from ._response import SMALL_FILE, respond
@@ -31,24 +31,11 @@ __all__ = ["Static"]
 
 Headers = list[tuple[str, str]]
 
-OFFLOAD_MODES = ("x-accel-redirect", "x-sendfile")
-
-#: Names with a content hash (``app.3f9a1c2e.js``) never change: cache them for a year.
-HASHED_NAME = r"\.[0-9a-f]{8,}\.\w+$"
-YEAR = 365 * 24 * 3600
-
-_SUFFIXES = {"br": ".br", "gzip": ".gz"}
 _ALLOW = [("Allow", "GET, HEAD")]
 _PROC_FD = "/proc/self/fd/"
 # Bounded caches: a flood of distinct paths costs at most this many entries.
 _CACHE_LIMIT = 4096
 _CACHED_PATH_LENGTH = 512
-
-# Windows device names are files in every directory there (CVE-2025-66221).
-_DEVICES = frozenset(
-    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
-    + [f"{kind}{n}" for kind in ("COM", "LPT") for n in "0123456789¹²³"]
-)
 
 
 class Static:
@@ -67,7 +54,7 @@ class Static:
         app: WSGIApplication | None = None,
         index: str | None = "index.html",
         max_age: int | None = 60,
-        immutable: str | None = HASHED_NAME,
+        immutable: str | None = rules.HASHED_NAME,
         precompressed: Iterable[str] = ("br", "gzip"),
         follow_symlinks: bool = False,
         allow_hidden: bool = False,
@@ -78,19 +65,19 @@ class Static:
         zero_copy: bool = True,
         small_file: int = SMALL_FILE,
     ) -> None:
-        self.root = _real_root(root)
+        self.root = rules.real_root(root)
         self.app = app
-        self.index = _index(index)
+        self.index = rules.check_index(index)
         self.follow_symlinks = follow_symlinks
         self.allow_hidden = allow_hidden
         self.zero_copy = zero_copy
         self.small_file = small_file
-        self.mimetypes = _types(mimetypes)
+        self.mimetypes = rules.check_types(mimetypes)
         self.headers = headers
-        self.offload = _offload_mode(offload)
-        self.offload_prefix = _prefix(offload_prefix)
-        self.encodings = _encodings(precompressed)
-        self._cache_control = _cache_policy(max_age, immutable)
+        self.offload = rules.check_offload(offload)
+        self.offload_prefix = rules.check_prefix(offload_prefix)
+        self.encodings = rules.check_encodings(precompressed)
+        self._cache_control = rules.cache_policy(max_age, immutable)
         self._use_proc = os.path.isdir(_PROC_FD)
         self._root_slash = os.path.join(self.root, "")
         self._names: dict[str, str | None] = {}
@@ -138,7 +125,7 @@ class Static:
             return self._names[path_info]
         except KeyError:
             pass
-        name = _safe_name(path_info, self.index, self.allow_hidden)
+        name = rules.safe_name(path_info, self.index, self.allow_hidden)
         if len(path_info) <= _CACHED_PATH_LENGTH:
             if len(self._names) >= _CACHE_LIMIT:
                 self._names.clear()
@@ -183,7 +170,7 @@ class Static:
         if not stat.S_ISREG(original.st_mode):
             return None  # "dir.gz" is no encoding of the directory "dir"
         for coding in http.choose_encoding(accept, self.encodings):
-            found = self._open_version(name, path + _SUFFIXES[coding], coding)
+            found = self._open_version(name, path + rules.SUFFIXES[coding], coding)
             if not isinstance(found, tuple):
                 continue
             if found[1].st_mtime_ns >= original.st_mtime_ns:
@@ -285,96 +272,6 @@ class Static:
         keep = [(k, v) for k, v in entity.headers if k in ("Content-Type", "Cache-Control")]
         start_response("200 OK", [*keep, target, ("Content-Length", "0")])
         return []
-
-
-# -- configuration helpers -----------------------------------------------------
-def _real_root(root: str | os.PathLike[str]) -> str:
-    real = os.path.realpath(os.fspath(root))
-    if not os.path.isdir(real):
-        raise ConfigurationError(f"Static root {os.fspath(root)!r} is not a directory")
-    return real
-
-
-def _index(index: str | None) -> str | None:
-    # The index is joined to request paths, so it must be one plain segment.
-    if index is not None and ("/" in index or _refused(index, allow_hidden=True)):
-        raise ConfigurationError(f"index must be a plain file name, not {index!r}")
-    return index
-
-
-def _types(mimetypes: Mapping[str, str] | None) -> dict[str, str]:
-    types = {suffix.lower(): kind for suffix, kind in (mimetypes or {}).items()}
-    bad = [suffix for suffix in types if not suffix.startswith(".") or "/" in suffix]
-    if bad:
-        raise ConfigurationError(f"mimetypes keys are extensions such as '.md', not {bad}")
-    return types
-
-
-def _offload_mode(offload: str | None) -> str | None:
-    if offload is not None and offload not in OFFLOAD_MODES:
-        raise ConfigurationError(f"offload must be one of {OFFLOAD_MODES} or None, not {offload!r}")
-    return offload
-
-
-def _prefix(prefix: str) -> str:
-    if not (prefix.startswith("/") and prefix.endswith("/")):
-        raise ConfigurationError(f"offload_prefix must start and end with '/': {prefix!r}")
-    return prefix
-
-
-def _encodings(precompressed: Iterable[str]) -> tuple[str, ...]:
-    codings = tuple(precompressed)
-    unknown = [c for c in codings if c not in _SUFFIXES]
-    if unknown:
-        raise ConfigurationError(f"precompressed codings must be among {tuple(_SUFFIXES)}")
-    return codings
-
-
-def _cache_policy(max_age: int | None, immutable: str | None) -> Callable[[str], str | None]:
-    hashed = re.compile(immutable) if immutable else None
-    default = f"public, max-age={max_age}" if max_age is not None else None
-    forever = f"public, max-age={YEAR}, immutable"
-
-    def policy(name: str) -> str | None:
-        if hashed is not None and hashed.search(name):
-            return forever
-        return default
-
-    return policy
-
-
-# -- request paths ---------------------------------------------------------------
-def _safe_name(path_info: str, index: str | None, allow_hidden: bool) -> str | None:
-    """Turn PATH_INFO into a relative name made only of plain segments.
-
-    PEP 3333 gives PATH_INFO already percent-decoded, as latin-1 text; it is
-    turned back into bytes and read as UTF-8 exactly once, never unquoted
-    again, so "%252e" stays a literal "%2e" (docs/decisions.md#decode-once).
-    """
-    try:
-        text = path_info.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return None
-    if not text.startswith("/"):
-        text = "/" + text
-    segments = text[1:].split("/")
-    if segments[-1] == "":
-        if index is None:
-            return None
-        segments[-1] = index  # "/" and "/dir/" ask for the index
-    if any(_refused(s, allow_hidden) for s in segments):
-        return None
-    return "/".join(segments)
-
-
-def _refused(segment: str, allow_hidden: bool) -> bool:
-    if segment in ("", ".", "..") or (segment[0] == "." and not allow_hidden):
-        return True
-    # Backslash, colon (drive letters, NTFS streams) and NUL mean something
-    # else to some filesystem; trailing dots and spaces vanish on Windows.
-    if "\\" in segment or ":" in segment or "\x00" in segment or segment[-1] in ". ":
-        return True
-    return segment.split(".", 1)[0].rstrip(" ").upper() in _DEVICES
 
 
 def _changed(

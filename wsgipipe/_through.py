@@ -40,6 +40,9 @@ PIECES_PER_SECOND = 10
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*(?:/s)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
+#: 1 TiB/s: faster than any link, and an exact float, so no overflow.
+MAX_RATE = 2**40
+
 
 def parse_rate(text: str | float) -> int:
     """Bytes per second from ``"1k"``, ``"2.5M"``, ``"500"`` (curl's units: k = 1024).
@@ -54,8 +57,9 @@ def parse_rate(text: str | float) -> int:
         if match is None:
             raise ConfigurationError(f"not a rate: {text!r} (try 1k, 500, 2M)")
         value = float(match.group(1)) * _UNITS[match.group(2).lower()]
-    if not value >= 1:
-        raise ConfigurationError(f"a rate must be at least 1 byte per second, not {text!r}")
+    # "9" * 310 reads as inf, and int(inf) raises OverflowError: also refused.
+    if not 1 <= value <= MAX_RATE:
+        raise ConfigurationError(f"a rate must be 1 to {MAX_RATE} bytes per second, not {text!r}")
     return int(value)
 
 
