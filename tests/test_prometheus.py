@@ -39,84 +39,82 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    found = registry.get_sample_value(name, labels)
+def value(metrics: TransferMetrics, name: str, **labels: str) -> float:
+    metrics.flush()  # what the flusher thread does within a quarter of a second
+    found = metrics.registry.get_sample_value(name, labels)
     return 0.0 if found is None else found
 
 
 class TestInProcess:
     def test_finished_download_counts_once_with_its_bytes(self, root: Path) -> None:
-        registry = CollectorRegistry()
-        metrics = TransferMetrics(registry)
+        metrics = TransferMetrics(CollectorRegistry(), interval=0)
         app = TestApp(metrics.wrap(static_app(root)), lint=True)
         assert len(app.get("/file.bin").body) == SIZE
         labels = {"outcome": "finished", "status_class": "2xx", "reason": ""}
-        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
+        assert value(metrics, "wsgipipe_transfers_total", **labels) == 1
         sent = sum(
-            value(registry, "wsgipipe_sent_bytes_total", via=v) for v in ("python", "sendfile")
+            value(metrics, "wsgipipe_sent_bytes_total", via=v) for v in ("python", "sendfile")
         )
         assert sent == SIZE
-        assert value(registry, "wsgipipe_transfer_duration_seconds_count", outcome="finished") == 1
-        assert value(registry, "wsgipipe_transfers_in_flight") == 0
+        assert value(metrics, "wsgipipe_transfer_duration_seconds_count", outcome="finished") == 1
+        assert value(metrics, "wsgipipe_transfers_in_flight") == 0
 
     def test_not_found_is_a_finished_4xx(self, root: Path) -> None:
-        registry = CollectorRegistry()
-        app = TestApp(TransferMetrics(registry).wrap(static_app(root)), lint=True)
+        metrics = TransferMetrics(CollectorRegistry(), interval=0)
+        app = TestApp(metrics.wrap(static_app(root)), lint=True)
         app.get("/missing", status=404)
         labels = {"outcome": "finished", "status_class": "4xx", "reason": ""}
-        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
+        assert value(metrics, "wsgipipe_transfers_total", **labels) == 1
 
     def test_in_flight_until_close(self, root: Path) -> None:
-        registry = CollectorRegistry()
-        app = TransferMetrics(registry).wrap(static_app(root))
+        metrics = TransferMetrics(CollectorRegistry(), interval=0)
+        app = metrics.wrap(static_app(root))
         statuses: list[str] = []
         body = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/file.bin"}, _start(statuses))
-        assert value(registry, "wsgipipe_transfers_in_flight") == 1
+        assert value(metrics, "wsgipipe_transfers_in_flight") == 1
         next(iter(body))
         body.close()  # type: ignore[attr-defined]
-        assert value(registry, "wsgipipe_transfers_in_flight") == 0
+        assert value(metrics, "wsgipipe_transfers_in_flight") == 0
         labels = {"outcome": "aborted", "status_class": "2xx", "reason": ""}
-        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
+        assert value(metrics, "wsgipipe_transfers_total", **labels) == 1
 
     def test_client_gone_after_first_chunk_is_aborted(self, root: Path) -> None:
-        registry = CollectorRegistry()
-        app = TransferMetrics(registry).wrap(static_app(root))
+        metrics = TransferMetrics(CollectorRegistry(), interval=0)
+        app = metrics.wrap(static_app(root))
         result = disconnect_after(app, 65536, "/file.bin")
         assert result.wsgipipe_body is not None and result.wsgipipe_body.outcome == "aborted"
         labels = {"outcome": "aborted", "status_class": "2xx", "reason": ""}
-        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
-        assert value(registry, "wsgipipe_sent_bytes_total", via="python") == 65536
+        assert value(metrics, "wsgipipe_transfers_total", **labels) == 1
+        assert value(metrics, "wsgipipe_sent_bytes_total", via="python") == 65536
 
     def test_failed_app_counts_with_exception_name(self) -> None:
-        registry = CollectorRegistry()
+        metrics = TransferMetrics(CollectorRegistry(), interval=0)
 
         def broken(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
             raise RuntimeError("boom")
 
-        app = TransferMetrics(registry).wrap(broken)
+        app = metrics.wrap(broken)
         with pytest.raises(RuntimeError):
             download(app, "/")
         labels = {"outcome": "failed", "status_class": "none", "reason": "RuntimeError"}
-        assert value(registry, "wsgipipe_transfers_total", **labels) == 1
-        assert value(registry, "wsgipipe_transfers_in_flight") == 0
+        assert value(metrics, "wsgipipe_transfers_total", **labels) == 1
+        assert value(metrics, "wsgipipe_transfers_in_flight") == 0
 
     def test_tee_sink_failure_is_counted(self, root: Path) -> None:
-        registry = CollectorRegistry()
+        metrics = TransferMetrics(CollectorRegistry(), interval=0)
 
         class Broken:
             def write(self, chunk: bytes) -> None:
                 raise OSError("disk full")
 
-        app = TestApp(TransferMetrics(registry).wrap(Tee(static_app(root), Broken())), lint=True)
+        app = TestApp(metrics.wrap(Tee(static_app(root), Broken())), lint=True)
         assert len(app.get("/file.bin").body) == SIZE  # the client still gets everything
-        assert value(registry, "wsgipipe_tee_sink_failures_total") == 1
+        assert value(metrics, "wsgipipe_tee_sink_failures_total") == 1
 
     def test_wrap_reuses_an_existing_transfer_log(self, root: Path) -> None:
         logged: list[Transfer] = []
-        registry = CollectorRegistry()
-        app = TestApp(
-            TransferMetrics(registry).wrap(TransferLog(static_app(root), on_done=logged.append))
-        )
+        metrics = TransferMetrics(CollectorRegistry(), interval=0)
+        app = TestApp(metrics.wrap(TransferLog(static_app(root), on_done=logged.append)))
         app.get("/file.bin")
         assert len(logged) == 1  # one record, not two layers of logging
 
@@ -220,6 +218,8 @@ def test_metrics_summed_across_two_workers_and_a_restart(tmp_path: Path) -> None
             with raw_request(server, "/big.bin") as sock:
                 sock.recv(65536)
             wait_for_transfer(server, "/big.bin", count=n + 1)
+        # Each worker's flusher thread publishes within a quarter of a second.
+        assert wait_until(lambda: total(scrape(server), "wsgipipe_transfers_total") == 8)
         stalled = raw_request(server, "/big.bin")  # reads nothing: stays in flight
         try:
             assert wait_until(lambda: total(scrape(server), "wsgipipe_transfers_in_flight") == 1)

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,19 +39,33 @@ TICK = 0.25
 _starting = threading.Lock()  # taken once per process, never per request after that
 
 
-@dataclass
 class _Flight:
-    """One transfer in flight, as the sampler sees it."""
+    """One transfer in flight, as the sampler sees it (slots: made once per request)."""
 
-    record: Transfer
-    body: Body
-    client: str
-    sock: socket.socket | None
-    acked_at_start: int | None
-    wall_start: float = field(default_factory=time.time)
-    seen: int = 0
-    moved_at: float = field(default_factory=time.monotonic)
-    rate: float = 0.0
+    __slots__ = (
+        "acked_at_start",
+        "body",
+        "client",
+        "moved_at",
+        "rate",
+        "record",
+        "seen",
+        "sock",
+        "wall_start",
+    )
+
+    def __init__(
+        self, record: Transfer, body: Body, client: str, sock: socket.socket | None
+    ) -> None:
+        self.record = record
+        self.body = body
+        self.client = client
+        self.sock = sock
+        self.acked_at_start = _acked(sock) if sock is not None else None
+        self.wall_start = time.time()
+        self.seen = 0
+        self.moved_at = record.started
+        self.rate = 0.0
 
     def sent(self) -> int:
         sent = self.body.bytes_sent
@@ -91,7 +104,7 @@ class Live:
         self.forget_after = forget_after
         self._pid = 0
         self._flights: dict[int, _Flight] = {}
-        self._endings: deque[dict[str, Any]] = deque(maxlen=endings)
+        self._endings: deque[tuple[Transfer, str, float]] = deque(maxlen=endings)
         self._writer: SlotWriter | None = None
 
     @property
@@ -109,30 +122,13 @@ class Live:
                     self._start_sampler()
 
     def streaming(self, environ: WSGIEnvironment, record: Transfer, body: Body) -> None:
-        sock = environ.get("gunicorn.socket")
-        acked = _acked(sock) if sock is not None else None
         client = environ.get("REMOTE_ADDR", "")
-        self._flights[id(record)] = _Flight(record, body, client, sock, acked)
+        self._flights[id(record)] = _Flight(record, body, client, environ.get("gunicorn.socket"))
 
     def ended(self, environ: WSGIEnvironment, record: Transfer) -> None:
         flight = self._flights.pop(id(record), None)
         client = flight.client if flight is not None else environ.get("REMOTE_ADDR", "")
-        self._endings.append(
-            {
-                "method": record.method,
-                "path": record.path,
-                "client": client,
-                "status": record.status,
-                "outcome": record.outcome,
-                "bytes": record.bytes_sent,
-                "length": record.length,
-                "duration": round(record.duration, 3),
-                "reason": record.reason or "",
-                "via": record.notes.get("via", ""),
-                "ended": round(time.time(), 3),
-                "pid": self._pid,
-            }
-        )
+        self._endings.append((record, client, time.time()))  # the sampler formats it
 
     # -- the sampler thread -------------------------------------------------------
     def _start_sampler(self) -> None:
@@ -157,7 +153,7 @@ class Live:
             return
         now = time.monotonic()
         flights = [self._sample(f, now) for f in list(self._flights.values())]
-        endings = list(self._endings)
+        endings = [_ending(*e, self._pid) for e in list(self._endings)]
         data = _encode(self._pid, flights, endings)
         while len(data) > SLOT_SIZE // 2 and (flights or endings):
             # Far more transfers than a page can show: keep the newest.
@@ -210,3 +206,20 @@ class Live:
 def _encode(pid: int, flights: list[dict[str, Any]], endings: list[dict[str, Any]]) -> bytes:
     payload = {"pid": pid, "beat": time.time(), "flights": flights, "endings": endings}
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _ending(record: Transfer, client: str, ended: float, pid: int) -> dict[str, Any]:
+    return {
+        "method": record.method,
+        "path": record.path,
+        "client": client,
+        "status": record.status,
+        "outcome": record.outcome,
+        "bytes": record.bytes_sent,
+        "length": record.length,
+        "duration": round(record.duration, 3),
+        "reason": record.reason or "",
+        "via": record.notes.get("via", ""),
+        "ended": round(ended, 3),
+        "pid": pid,
+    }

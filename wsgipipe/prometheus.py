@@ -30,9 +30,14 @@ This is the only module of wsgipipe that imports ``prometheus_client``.
 
 from __future__ import annotations
 
+import atexit
+import bisect
 import logging
 import os
 import re
+import threading
+import time
+from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -60,6 +65,7 @@ __all__ = [
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 1, 2.5, 10, 30, 60, 300, 900, 3600)
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_starting = threading.Lock()  # taken once per process, never per request after that
 _UNIT_OR_NUMBER = re.compile(r"[\d.]+.*$")
 _NOT_WORD = re.compile(r"[^a-z]+")
 
@@ -87,10 +93,18 @@ class TransferMetrics:
 
     ``registry`` is where they are registered (the default registry unless
     given). One instance per registry: create it once, at import time of
-    your app module, and share it.
+    your app module, and share it. Updates reach the metrics within
+    ``interval`` seconds, from a thread of each process (0: at once, in the
+    request's thread); a worker killed with SIGKILL loses at most that.
     """
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY, namespace: str = "wsgipipe") -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry = REGISTRY,
+        namespace: str = "wsgipipe",
+        *,
+        interval: float = 0.25,
+    ) -> None:
         self.registry = registry
         self.transfers = Counter(
             "transfers",
@@ -128,34 +142,87 @@ class TransferMetrics:
             namespace=namespace,
             registry=registry,
         )
-        # Label children are cached: .labels() costs more than .inc().
-        self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
+        self.interval = interval
+        # Request threads only append to this deque (atomic, no lock); a
+        # flusher thread per process turns the events into metric updates,
+        # which in multiprocess mode cost microseconds each (a lock and an
+        # mmap write). None marks a start; a Transfer marks an end.
+        self._events: deque[Transfer | None] = deque()
+        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._via: dict[str, Counter] = {}
+        self._pid = 0
         logging.getLogger("wsgipipe.tee").addHandler(_TeeFailures(self.tee_sink_failures))
 
     # -- the observer (wsgipipe._live_routes.Observer) -------------------------
     def started(self, environ: WSGIEnvironment) -> None:
-        self.in_flight.inc()
+        if self._pid != os.getpid() and self.interval:  # first request in this process
+            self._start_flusher()
+        self._events.append(None)
 
     def streaming(self, environ: WSGIEnvironment, record: Transfer, body: Body) -> None:
         return None
 
     def ended(self, environ: WSGIEnvironment, record: Transfer) -> None:
-        self.in_flight.dec()
-        outcome = record.outcome or "aborted"
-        key = (outcome, _status_class(record.status), reason_label(record))
-        children = self._children.get(key)
-        if children is None:
-            children = (self.transfers.labels(*key), self.duration.labels(outcome))
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(record.duration)
-        if record.bytes_sent:
-            via = record.notes.get("via", "none")
+        self._events.append(record)
+        if not self.interval:
+            self.flush()
+
+    # -- turning events into metrics --------------------------------------------------
+    def flush(self) -> None:
+        """Apply every pending event now (the exposition app does this first)."""
+        in_flight = 0
+        counts: dict[tuple[str, str, str], list[float]] = {}
+        sent: dict[str, int] = {}
+        while True:
+            try:
+                record = self._events.popleft()
+            except IndexError:
+                break
+            if record is None:
+                in_flight += 1
+                continue
+            in_flight -= 1
+            outcome: str = record.outcome or "aborted"
+            key = (outcome, _status_class(record.status), reason_label(record))
+            counts.setdefault(key, []).append(record.duration)
+            if record.bytes_sent:
+                via = record.notes.get("via", "none")
+                sent[via] = sent.get(via, 0) + record.bytes_sent
+        if in_flight:
+            self.in_flight.inc(in_flight)
+        for key, durations in counts.items():
+            self._count(key, durations)
+        for via, total in sent.items():
             counter = self._via.get(via)
             if counter is None:
                 counter = self._via[via] = self.sent_bytes.labels(via)
-            counter.inc(record.bytes_sent)
+            counter.inc(total)
+
+    def _count(self, key: tuple[str, str, str], durations: list[float]) -> None:
+        children = self._children.get(key)
+        if children is None:
+            children = (self.transfers.labels(*key), self.duration.labels(key[0]))
+            self._children[key] = children
+        children[0].inc(len(durations))
+        observe_many(children[1], durations)
+
+    def _start_flusher(self) -> None:
+        with _starting:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._events = deque()  # a forked child starts with nothing pending
+            threading.Thread(target=self._run, name="wsgipipe-metrics", daemon=True).start()
+            atexit.register(self.flush)  # a worker that exits cleanly loses nothing
+
+    def _run(self) -> None:
+        pid = self._pid
+        while pid == os.getpid():
+            time.sleep(self.interval)
+            try:
+                self.flush()
+            except Exception:  # never let one bad update stop the metrics
+                logging.getLogger("wsgipipe.prometheus").exception("metrics flush failed")
 
     # -- wiring ------------------------------------------------------------------
     def wrap(self, app: WSGIApplication) -> WSGIApplication:
@@ -168,7 +235,31 @@ class TransferMetrics:
         Under ``PROMETHEUS_MULTIPROC_DIR`` it reads every worker's files, so
         any worker answers for all of them.
         """
-        return exposition_app(self.registry)
+        inner = exposition_app(self.registry)
+
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            self.flush()  # this process's own figures are never behind
+            return inner(environ, start_response)
+
+        return app
+
+
+def observe_many(histogram: Histogram, values: list[float]) -> None:
+    """``histogram.observe`` for each value, with one update per bucket touched."""
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or bounds is None or total is None:  # another prometheus_client
+        for value in values:
+            histogram.observe(value)
+        return
+    hits = [0] * len(bounds)
+    for value in values:
+        hits[bisect.bisect_left(bounds, value)] += 1
+    for index, count in enumerate(hits):
+        if count:
+            buckets[index].inc(count)
+    total.inc(sum(values))
 
 
 def exposition_app(registry: CollectorRegistry = REGISTRY) -> WSGIApplication:
