@@ -149,6 +149,13 @@ def test_strict_check_fails_on_unmeasured_targets(tmp_path: Path) -> None:
 # -- the contenders serve the right bytes -------------------------------------------
 IN_PROCESS = ["raw", "generator", "send_file", "whitenoise", "shared_data", "static"]
 IN_PROCESS += ["file_stream", "file_stream_logged", "tee_discard", "tee_sha256", "buffer_log"]
+IN_PROCESS += ["idle_wsgipipe"]  # slow_wsgipipe holds each chunk 5 s: built below, not timed
+
+
+def test_every_contender_can_be_built() -> None:
+    reasons = {name: apps.available(name) for name in apps.BUILDERS}
+    # A missing optional package is a skip; anything else is a broken contender.
+    assert {n: r for n, r in reasons.items() if r and not r.startswith("skipped:")} == {}
 
 
 @pytest.fixture
