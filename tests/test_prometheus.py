@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
@@ -77,6 +80,20 @@ class TestInProcess:
         assert value(metrics, "wsgipipe_transfers_in_flight") == 0
         labels = {"outcome": "aborted", "status_class": "2xx", "reason": ""}
         assert value(metrics, "wsgipipe_transfers_total", **labels) == 1
+
+    def test_stalled_while_no_byte_moves(self, root: Path) -> None:
+        metrics = TransferMetrics(CollectorRegistry(), interval=0, stalled_after=0.2)
+        app = metrics.wrap(static_app(root))
+        body = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/file.bin"}, _start([]))
+        chunks = iter(body)
+        next(chunks)
+        assert value(metrics, "wsgipipe_transfers_stalled") == 0
+        time.sleep(0.3)  # the server is not asking for more: the client is not reading
+        assert value(metrics, "wsgipipe_transfers_stalled") == 1
+        next(chunks)  # it moved again
+        assert value(metrics, "wsgipipe_transfers_stalled") == 0
+        body.close()  # type: ignore[attr-defined]
+        assert value(metrics, "wsgipipe_transfers_in_flight") == 0
 
     def test_client_gone_after_first_chunk_is_aborted(self, root: Path) -> None:
         metrics = TransferMetrics(CollectorRegistry(), interval=0)
@@ -243,3 +260,16 @@ def test_metrics_summed_across_two_workers_and_a_restart(tmp_path: Path) -> None
         assert total(samples, "wsgipipe_transfer_duration_seconds_count") == 8
         assert not (multiproc / f"gauge_livesum_{holder}.db").exists()
         assert (multiproc / f"counter_{holder}.db").exists()
+
+
+def test_import_wsgipipe_imports_no_integration() -> None:
+    """prometheus_client and opentelemetry load only with their own modules."""
+    code = (
+        "import sys, wsgipipe\n"
+        "from wsgipipe import stack\n"
+        "stack(lambda e, s: [], live=True)\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in "
+        "('prometheus_client', 'opentelemetry')]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ._body import Body
     from ._record import Transfer
 
-__all__ = ["Live"]
+__all__ = ["Flight", "Live"]
 
 #: Seconds between two samples of the transfers in flight.
 TICK = 0.25
@@ -39,7 +39,7 @@ TICK = 0.25
 _starting = threading.Lock()  # taken once per process, never per request after that
 
 
-class _Flight:
+class Flight:
     """One transfer in flight, as the sampler sees it (slots: made once per request)."""
 
     __slots__ = (
@@ -66,6 +66,19 @@ class _Flight:
         self.seen = 0
         self.moved_at = record.started
         self.rate = 0.0
+
+    def sample(self, now: float) -> int:
+        """Bytes sent so far; updates the rate and when the transfer last moved."""
+        sent = self.sent()
+        if sent != self.seen:
+            self.rate = (sent - self.seen) / max(now - self.moved_at, 1e-3)
+            self.seen, self.moved_at = sent, now
+        elif now - self.moved_at >= 1.0:
+            self.rate = 0.0
+        return sent
+
+    def stalled(self, now: float, after: float) -> bool:
+        return now - self.moved_at >= after
 
     def sent(self) -> int:
         sent = self.body.bytes_sent
@@ -103,7 +116,7 @@ class Live:
         self.stalled_after = stalled_after
         self.forget_after = forget_after
         self._pid = 0
-        self._flights: dict[int, _Flight] = {}
+        self._flights: dict[int, Flight] = {}
         self._endings: deque[tuple[Transfer, str, float]] = deque(maxlen=endings)
         self._writer: SlotWriter | None = None
 
@@ -123,7 +136,7 @@ class Live:
 
     def streaming(self, environ: WSGIEnvironment, record: Transfer, body: Body) -> None:
         client = environ.get("REMOTE_ADDR", "")
-        self._flights[id(record)] = _Flight(record, body, client, environ.get("gunicorn.socket"))
+        self._flights[id(record)] = Flight(record, body, client, environ.get("gunicorn.socket"))
 
     def ended(self, environ: WSGIEnvironment, record: Transfer) -> None:
         flight = self._flights.pop(id(record), None)
@@ -162,15 +175,9 @@ class Live:
             data = _encode(self._pid, flights, endings)
         writer.write(data)
 
-    def _sample(self, flight: _Flight, now: float) -> dict[str, Any]:
-        sent = flight.sent()
+    def _sample(self, flight: Flight, now: float) -> dict[str, Any]:
+        sent = flight.sample(now)
         elapsed = now - flight.record.started
-        if sent != flight.seen:
-            span = max(now - flight.moved_at, 1e-3)
-            flight.rate = (sent - flight.seen) / span
-            flight.seen, flight.moved_at = sent, now
-        elif now - flight.moved_at >= 1.0:
-            flight.rate = 0.0
         record = flight.record
         return {
             "method": record.method,
@@ -181,7 +188,7 @@ class Live:
             "length": record.length,
             "rate": round(flight.rate),
             "age": round(elapsed, 2),
-            "stalled": now - flight.moved_at >= self.stalled_after,
+            "stalled": flight.stalled(now, self.stalled_after),
             "idle": round(now - flight.moved_at, 2),
             "started": round(flight.wall_start, 3),
             "pid": self._pid,

@@ -23,6 +23,8 @@ Metrics (docs/operations.md has the PromQL):
   they moved (``sendfile``, ``python``, ``offload``, ``none``);
 * ``wsgipipe_transfer_duration_seconds{outcome}``: from request to ``close()``;
 * ``wsgipipe_transfers_in_flight``: started, not yet closed;
+* ``wsgipipe_transfers_stalled``: in flight, and the client took no bytes for
+  ``stalled_after`` seconds (5 by default);
 * ``wsgipipe_tee_sink_failures_total``: tee sinks that failed and were detached.
 
 This is the only module of wsgipipe that imports ``prometheus_client``.
@@ -44,6 +46,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client import make_wsgi_app as _make_wsgi_app
 
+from ._live import Flight
 from ._live_routes import Watch
 
 if TYPE_CHECKING:
@@ -96,6 +99,8 @@ class TransferMetrics:
     your app module, and share it. Updates reach the metrics within
     ``interval`` seconds, from a thread of each process (0: at once, in the
     request's thread); a worker killed with SIGKILL loses at most that.
+    A transfer whose client takes no bytes for ``stalled_after`` seconds
+    counts as stalled.
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class TransferMetrics:
         namespace: str = "wsgipipe",
         *,
         interval: float = 0.25,
+        stalled_after: float = 5.0,
     ) -> None:
         self.registry = registry
         self.transfers = Counter(
@@ -136,6 +142,13 @@ class TransferMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.stalled = Gauge(
+            "transfers_stalled",
+            "Transfers in flight whose client took no bytes for stalled_after seconds.",
+            namespace=namespace,
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
         self.tee_sink_failures = Counter(
             "tee_sink_failures",
             "Tee sinks that raised (detached, or failing the response when strict).",
@@ -150,6 +163,9 @@ class TransferMetrics:
         self._events: deque[Transfer | None] = deque()
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._via: dict[str, Counter] = {}
+        self._flights: dict[int, Flight] = {}
+        self.stalled_after = stalled_after
+        self._stalled_now = 0
         self._pid = 0
         logging.getLogger("wsgipipe.tee").addHandler(_TeeFailures(self.tee_sink_failures))
 
@@ -160,9 +176,11 @@ class TransferMetrics:
         self._events.append(None)
 
     def streaming(self, environ: WSGIEnvironment, record: Transfer, body: Body) -> None:
-        return None
+        client = environ.get("REMOTE_ADDR", "")
+        self._flights[id(record)] = Flight(record, body, client, environ.get("gunicorn.socket"))
 
     def ended(self, environ: WSGIEnvironment, record: Transfer) -> None:
+        self._flights.pop(id(record), None)
         self._events.append(record)
         if not self.interval:
             self.flush()
@@ -190,6 +208,10 @@ class TransferMetrics:
                 sent[via] = sent.get(via, 0) + record.bytes_sent
         if in_flight:
             self.in_flight.inc(in_flight)
+        stalled = self._count_stalled()
+        if stalled != self._stalled_now:
+            self.stalled.set(stalled)
+            self._stalled_now = stalled
         for key, durations in counts.items():
             self._count(key, durations)
         for via, total in sent.items():
@@ -197,6 +219,14 @@ class TransferMetrics:
             if counter is None:
                 counter = self._via[via] = self.sent_bytes.labels(via)
             counter.inc(total)
+
+    def _count_stalled(self) -> int:
+        now = time.monotonic()
+        stalled = 0
+        for flight in list(self._flights.values()):
+            flight.sample(now)
+            stalled += flight.stalled(now, self.stalled_after)
+        return stalled
 
     def _count(self, key: tuple[str, str, str], durations: list[float]) -> None:
         children = self._children.get(key)
@@ -212,6 +242,7 @@ class TransferMetrics:
                 return
             self._pid = os.getpid()
             self._events = deque()  # a forked child starts with nothing pending
+            self._flights = {}
             threading.Thread(target=self._run, name="wsgipipe-metrics", daemon=True).start()
             atexit.register(self.flush)  # a worker that exits cleanly loses nothing
 
