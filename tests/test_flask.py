@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import logging
 import os
 import re
 import socket
 import struct
 import sys
+from collections.abc import Iterator
 from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
@@ -299,3 +301,52 @@ def test_under_gunicorn_head_reads_nothing_and_an_abort_is_recorded(
     line = wait_for_transfer(server, "/files/huge.bin", timeout=15)
     assert re.search(rf"200 aborted \d+/{HUGE} B", line), line
     assert server.open_files(root) == []
+
+
+# -- docs/flask.md: its complete app and its test, run as written ----------------------
+DOC = Path(__file__).resolve().parent.parent / "docs" / "flask.md"
+
+
+def doc_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
+
+
+@pytest.fixture
+def doc_app(tmp_path: Path) -> Iterator[Path]:
+    """docs/flask.md's app as filesapp.py; the wsgipipe logger restored after."""
+    folder = tmp_path / "docapp"
+    folder.mkdir()
+    (folder / "filesapp.py").write_text(doc_blocks()[0], encoding="utf-8")
+    logger = logging.getLogger("wsgipipe")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield folder
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
+def test_the_docs_example_passes_its_own_test(
+    root: Path, doc_app: Path, no_leaked_files: LeakCheck, transfer_recorder: TransferRecorder
+) -> None:
+    spec = importlib.util.spec_from_file_location("filesapp", doc_app / "filesapp.py")
+    assert spec is not None and spec.loader is not None
+    filesapp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(filesapp)
+    namespace: dict[str, object] = {"create_app": filesapp.create_app}
+    exec(doc_blocks()[1], namespace)
+    namespace["test_download_and_missing_file"](root, no_leaked_files, transfer_recorder)  # type: ignore[operator]
+
+
+@pytest.mark.server
+def test_the_docs_example_under_gunicorn(root: Path, doc_app: Path) -> None:
+    with GunicornServer(f"filesapp:create_app({str(root)!r})", cwd=doc_app) as server:
+        assert _get(server, "/files/big.bin").endswith((root / "big.bin").read_bytes())
+        assert _get(server, "/files/nothing.bin").startswith(b"HTTP/1.1 404 ")
+        assert _get(server, "/latest").startswith(b"HTTP/1.1 200 ")
+        big = wait_for_transfer(server, "/files/big.bin")
+        missing = wait_for_transfer(server, "/files/nothing.bin")
+        wait_for_transfer(server, "/latest")
+        log = server.log
+    assert f"200 finished {SIZE}/{SIZE} B" in big and "via=sendfile" in big, big
+    assert "404 finished 14/14 B" in missing, missing
+    assert "wsgipipe.file_errors 404 for GET /files/nothing.bin: FileNotFoundError" in log
