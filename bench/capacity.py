@@ -47,6 +47,7 @@ QUICK_COUNTS = (10, 100)
 BITE, EVERY, RCVBUF = 2048, 0.5, 4096  # about 4 KB/s per reader
 WORKERS, THREADS, CONNECTIONS = 2, 8, 4000
 SMALL_TIMEOUT = 2.0  # a small request slower than this counts as failed
+SETTLE = 2.0  # seconds after the ramp, so the window sees steady state, not the first fill
 WINDOW = 4.0  # seconds of small requests per point
 MAX_SAMPLES = 60
 OFFLOAD_WORKER = "wsgipipe.gunicorn.OffloadWorker"
@@ -59,6 +60,8 @@ LABELS = {
     "nginx": "nginx X-Accel-Redirect, gthread behind (ceiling)",
 }
 TARGET_P99, TARGET_RSS_MIB, TARGET_N = 0.050, 64.0, 1000
+#: bench/charts.py's palette: baseline green, wsgipipe orange, others purple (and pink).
+COLORS = {"gthread": "#1b9e77", "offload": "#d95f02", "gevent": "#7570b3", "nginx": "#e7298a"}
 
 
 # -- the apps gunicorn runs (``bench.capacity:app`` / ``:offloaded``) ----------
@@ -174,6 +177,7 @@ def measure_point(running: Running, count: int) -> Point:
     before = _sum(rss_kib, running.workers())
     with _readers(running.port, count) as client:
         point.started = client.wait_started(count, ramp=10.0 + count / 200)
+        time.sleep(SETTLE)
         cpu0, t0 = cpu_seconds(running.pids()), time.monotonic()
         while time.monotonic() - t0 < WINDOW and len(point.latencies) < MAX_SAMPLES:
             took = small_request(running.port)
@@ -503,23 +507,28 @@ def chart(results: Results, directory: str) -> list[str]:
     except ImportError:
         say("matplotlib is not installed: no capacity chart (pip install -e '.[bench]')")
         return []
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 4))
     for name in LABELS:
         keys = sorted((int(k.split("@")[1]), k) for k in m.contenders if k.startswith(name + "@"))
         if not keys:
             continue
         ns = [n for n, _ in keys]
         p99 = [(m.contenders[k].median or SMALL_TIMEOUT) * 1000 for _, k in keys]
+        started = [m.contenders[k].extra_median("started") or 0.0 for _, k in keys]
         rss = [m.contenders[k].extra_median("rss_growth_mib") or 0.0 for _, k in keys]
-        left.plot(ns, p99, marker="o", label=LABELS[name])
-        right.plot(ns, rss, marker="o", label=LABELS[name])
-    left.axhline(TARGET_P99 * 1000, color="grey", linestyle=":", linewidth=1)
+        style = {"marker": "o", "label": LABELS[name], "color": COLORS[name]}
+        left.plot(ns, p99, **style)
+        middle.plot(ns, started, **style)
+        right.plot(ns, rss, **style)
+    left.axhline(TARGET_P99 * 1000, color="grey", linestyle=":", linewidth=1, label="50 ms target")
     left.set(xscale="log", yscale="log", xlabel="slow readers (N)", ylabel="ms")
-    left.set_title("small request p99 (timeouts count as 2 s; lower is better)", fontsize=9)
+    left.set_title("new client's small request, p99 (timeout 2 s)", fontsize=9)
+    middle.set(xscale="log", yscale="log", xlabel="slow readers (N)", ylabel="downloads")
+    middle.set_title("slow downloads started", fontsize=9)
     right.set(xscale="log", xlabel="slow readers (N)", ylabel="MiB")
     right.set_title("worker RSS growth", fontsize=9)
     left.legend(fontsize=7)
-    for ax in (left, right):
+    for ax in (left, middle, right):
         ax.tick_params(labelsize=8)
     path = os.path.join(directory, "capacity.png")
     fig.tight_layout()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 from webtest import TestApp
 
-from bench import apps, clients
+from bench import apps, capacity, clients
 from bench.__main__ import main
 from bench.common import SMALL, rounds
 from bench.inprocess import base_environ, call
@@ -223,3 +223,46 @@ def test_file_stream_contender_goes_zero_copy_under_gunicorn(tmp_path: Path) -> 
         pid = server.pid
     assert (result.status, result.size) == (200, len(body))
     assert not os.path.exists(f"/proc/{pid}")
+
+
+# -- capacity: the curve's table and verdicts, and one real point per kind --------------
+def test_capacity_table_shows_medians_and_the_verdicts_judge_the_worst_round() -> None:
+    # 51 samples: p99 falls between the two slowest.
+    fast = capacity.Point([0.002] * 49 + [0.030] * 2, started=1000, rss_growth_mib=10, threads=22)
+    slow = capacity.Point([0.002] * 49 + [0.080] * 2, started=1000, rss_growth_mib=12, threads=22)
+    points = {("offload", 1000): [fast, fast], ("gthread", 1000): [capacity.Point([2.0], 1)]}
+    rows = capacity.table(points, ["gthread", "offload"], (1000,))
+    assert rows[2].startswith("| plain gunicorn gthread") and "| 1/1 |" in rows[2]
+    assert "| 2 ms | 30 ms | 0/102 | +10.0 MiB | 22 |" in rows[3]
+    assert "p99 30 ms (target <= 50 ms: met)" in capacity.verdicts(points)[0]
+    points[("offload", 1000)].append(slow)
+    assert "p99 80 ms (target <= 50 ms: MISSED)" in capacity.verdicts(points)[0]
+    assert "not measured" in capacity.verdicts({})[0]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("name", "started"), [("gthread", 16), ("offload", 24)])
+def test_capacity_point_sees_what_holds_a_thread(
+    name: str, started: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 24 slow readers: gthread's 2 x 8 threads start 16 downloads and a new
+    # client waits; the offloading worker starts all 24 and answers at once.
+    reason = capacity.unavailable(name)
+    if reason is not None:
+        pytest.skip(reason)
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(64 << 20)  # sparse: more than both socket buffers hold
+    (tmp_path / SMALL).write_bytes(b"s" * 1024)
+    monkeypatch.setattr(capacity, "SETTLE", 0.2)
+    monkeypatch.setattr(capacity, "WINDOW", 1.0)
+    with capacity.start(name, str(tmp_path)) as running:
+        point = capacity.measure_point(running, 24)
+    if name == "gthread":
+        # Each worker starts at most 8 (how the 24 spread over the 2 workers varies).
+        assert 8 <= point.started <= started
+        assert point.failed == len(point.latencies) >= 1
+    else:
+        assert point.started == started
+        assert point.failed == 0 and len(point.latencies) >= 10
+        assert (point.percentile(99) or 1.0) < 0.5
+    assert point.threads >= 2 and point.cpu_percent >= 0
