@@ -71,6 +71,7 @@ LAYERS: dict[str, list[str]] = {
         "testing._leaks",
         "testing._loopback",
         "testing._matrix",
+        "testing._moved",
         "testing._process",
         "testing._recorder",
         "testing._server_io",

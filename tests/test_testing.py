@@ -634,3 +634,13 @@ def test_download_names_its_body_apart_from_webtests_bytes(big: Path) -> None:
     assert isinstance(result.received, bytes) and isinstance(result.wsgipipe_body, FileStream)
     with pytest.warns(DeprecationWarning, match="Download.body is now Download.wsgipipe_body"):
         assert result.body is result.wsgipipe_body
+
+
+def test_names_that_left_the_public_api_still_resolve_with_a_warning() -> None:
+    import wsgipipe.testing
+    from wsgipipe.testing._matrix import MatrixServer
+
+    with pytest.warns(DeprecationWarning, match="wsgipipe.testing._matrix.MatrixServer"):
+        assert wsgipipe.testing.ServerProcess is MatrixServer
+    with pytest.raises(AttributeError, match="no_such_helper"):
+        wsgipipe.testing.no_such_helper  # noqa: B018

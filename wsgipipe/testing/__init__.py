@@ -15,6 +15,7 @@ The pytest fixtures built on these are in :mod:`wsgipipe.pytest_plugin`.
 from ._inprocess import Download, disconnect_after, download
 from ._leaks import LeakCheck, LeakedFiles, ProcUnavailable, no_leaked_files, open_files
 from ._loopback import hang_up_after, slow_client, stalled_client
+from ._moved import attribute
 from ._process import GunicornServer, wait_until
 from ._recorder import TransferRecorder
 from ._server_io import raw_request, transfer_lines, wait_for_transfer
@@ -41,3 +42,7 @@ __all__ = [
     "wait_for_transfer",
     "wait_until",
 ]
+
+
+def __getattr__(name: str) -> object:
+    return attribute(name)  # names that were public before 0.2, with a warning
