@@ -283,3 +283,45 @@ def test_under_gunicorn_head_reads_nothing_and_an_abort_is_recorded(
     line = wait_for_transfer(server, "/files/huge.bin", timeout=15)
     assert re.search(rf"200 aborted \d+/{HUGE} B", line), line
     assert server.open_files(root) == []
+
+
+# -- docs/django.md: its complete project, run as written under gunicorn -----------------
+DOC = Path(__file__).resolve().parent.parent / "docs" / "django.md"
+
+
+def write_doc_project(folder: Path) -> None:
+    """Each python block of docs/django.md starts with ``# mysite/<file>.py``."""
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
+    (folder / "mysite").mkdir()
+    (folder / "mysite" / "__init__.py").write_text("")
+    for block in blocks:
+        name = re.match(r"# (mysite/\w+\.py)", block)
+        assert name is not None, block[:80]
+        (folder / name.group(1)).write_text(block, encoding="utf-8")
+
+
+@pytest.mark.server
+def test_the_docs_project_under_gunicorn(root: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    write_doc_project(site)
+    env = {
+        "DJANGO_SETTINGS_MODULE": "mysite.settings",
+        "DJANGO_SECRET_KEY": "test-only",
+        "FILES_ROOT": str(root),
+    }
+    with GunicornServer("mysite.wsgi:application", cwd=site, env=env) as server:
+        assert _get(server, "/files/big.bin?user=ann").endswith((root / "big.bin").read_bytes())
+        assert _get(server, "/files/nothing.bin").startswith(b"HTTP/1.1 404 ")
+        assert _get(server, "/files/..").startswith(b"HTTP/1.1 404 ")
+        ranged = _get(server, "/files/big.bin", {"Range": "bytes=100000-1099999"})
+        assert ranged.startswith(b"HTTP/1.1 206 ")
+        big = wait_for_transfer(server, "/files/big.bin")
+        part = wait_for_transfer(server, "/files/big.bin", count=2)
+        missing = wait_for_transfer(server, "/files/nothing.bin")
+        log = server.log
+        assert server.open_files(root) == []
+    assert re.search(rf"200 finished {SIZE}/{SIZE} B \S+ user=ann via=sendfile", big), big
+    assert "206 finished 1000000/1000000 B" in part and "via=sendfile" in part, part
+    assert "404 finished 14/14 B" in missing, missing
+    assert "wsgipipe.file_errors 404 for GET /files/nothing.bin: FileNotFoundError" in log

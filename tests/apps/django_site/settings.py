@@ -9,6 +9,7 @@ ROOT_URLCONF = "django_site.urls"
 INSTALLED_APPS: list[str] = []
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
+TIME_ZONE = "UTC"  # Django sets the process time zone; keep the test process on UTC
 MIDDLEWARE = ["wsgipipe.django.FileErrorsMiddleware"]
 
 #: Where the views find their files.
