@@ -30,7 +30,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from . import _record
-from ._response import SMALL_FILE, file_response
+from ._response import file_response
 from ._stream import FileStream
 from ._view_errors import MAPPED, answer_for
 
@@ -43,7 +43,8 @@ __all__ = ["FileErrorsMiddleware", "FileResponse", "current_transfer"]
 class FileResponse(StreamingHttpResponse):  # type: ignore[misc]  # Django ships no type hints
     """A streaming response for one file, decided like :func:`wsgipipe.file_response`.
 
-    ``FileResponse(request, path, as_attachment=True)``. Raises
+    ``FileResponse(request, path, as_attachment=True)``; the keyword
+    options are those of :func:`wsgipipe.file_response`. Raises
     :class:`FileNotFoundError` for a missing or non-regular file (a 404 with
     :class:`FileErrorsMiddleware`). When the server offers
     ``wsgi.file_wrapper`` and the body can go zero-copy, Django's handler
@@ -52,28 +53,8 @@ class FileResponse(StreamingHttpResponse):  # type: ignore[misc]  # Django ships
     zero-copy path off, since the file is then not what is sent.
     """
 
-    def __init__(
-        self,
-        request: HttpRequest,
-        path: str | os.PathLike[str],
-        *,
-        download_name: str | None = None,
-        as_attachment: bool = False,
-        mimetype: str | None = None,
-        cache_control: str | None = "no-cache",
-        zero_copy: bool = True,
-        small_file: int = SMALL_FILE,
-    ) -> None:
-        decided = file_response(
-            request.META,
-            path,
-            download_name=download_name,
-            as_attachment=as_attachment,
-            mimetype=mimetype,
-            cache_control=cache_control,
-            zero_copy=zero_copy,
-            small_file=small_file,
-        )
+    def __init__(self, request: HttpRequest, path: str | os.PathLike[str], **options: Any) -> None:
+        decided = file_response(request.META, path, **options)
         self._body: Iterable[bytes] = decided.body
         self._close_body: Callable[[], object] | None = getattr(decided.body, "close", None)
         self.file_to_stream: FileStream | None = None

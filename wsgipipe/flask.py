@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import flask
 from werkzeug.security import safe_join
 
 from . import _record
 from ._file_errors import FileErrors
-from ._response import SMALL_FILE, file_response
+from ._response import file_response
 from ._stream import FileStream, server_body
 from ._transfer_log import TransferLog
 from ._view_errors import MAPPED, answer_for
@@ -87,39 +87,24 @@ def _response_class(base: type[flask.Response]) -> type[FileResponse]:
     return _COMBINED[base]
 
 
-def send_file(
-    path: StrPath,
-    *,
-    download_name: str | None = None,
-    as_attachment: bool = False,
-    mimetype: str | None = None,
-    cache_control: str | None = "no-cache",
-    zero_copy: bool = True,
-    small_file: int = SMALL_FILE,
-) -> FileResponse:
+def send_file(path: StrPath, **options: Any) -> FileResponse:
     """Flask's ``send_file`` on :func:`wsgipipe.file_response`, for the current request.
 
+    ``options`` are those of :func:`wsgipipe.file_response`:
+    ``download_name``, ``as_attachment``, ``mimetype``, ``cache_control``
+    (``"no-cache"`` unless given), ``zero_copy`` and ``small_file``.
     Handles HEAD, ``If-None-Match``/``If-Modified-Since`` (304),
     ``If-Match``/``If-Unmodified-Since`` (412), ``Range``/``If-Range``
     (206/416) and ``Content-Disposition`` (RFC 6266). Raises
     :class:`FileNotFoundError` for a missing or non-regular file: with
     :class:`Wsgipipe` installed that is a 404.
     """
-    decided = file_response(
-        flask.request.environ,
-        path,
-        download_name=download_name,
-        as_attachment=as_attachment,
-        mimetype=mimetype,
-        cache_control=cache_control,
-        zero_copy=zero_copy,
-        small_file=small_file,
-    )
+    decided = file_response(flask.request.environ, path, **options)
     cls = _response_class(flask.current_app.response_class)
     return cls(decided.body, decided.status, decided.headers, direct_passthrough=True)
 
 
-def send_from_directory(directory: StrPath, path: str, **options: object) -> FileResponse:
+def send_from_directory(directory: StrPath, path: str, **options: Any) -> FileResponse:
     """:func:`send_file` for ``path`` under ``directory``; a path that escapes it is a 404.
 
     ``path`` is untrusted (it usually comes from the URL): werkzeug's
@@ -128,7 +113,7 @@ def send_from_directory(directory: StrPath, path: str, **options: object) -> Fil
     joined = safe_join(os.fspath(directory), path)
     if joined is None:
         raise FileNotFoundError(2, "outside the directory", path)
-    return send_file(joined, **options)  # type: ignore[arg-type]
+    return send_file(joined, **options)
 
 
 def current_transfer() -> Transfer | None:
