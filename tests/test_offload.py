@@ -100,9 +100,9 @@ def count(server: GunicornServer, path: str) -> int:
     return len(transfer_lines(server.log, path))
 
 
-def stall(server: GunicornServer, path: str = "/big.bin") -> socket.socket:
+def stall(server: GunicornServer, path: str = "/big.bin", *, close: bool = False) -> socket.socket:
     """A client that reads the head of ``path`` and then nothing."""
-    sock = request(server.port, path)
+    sock = request(server.port, path, close=close)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     assert read_head(sock).status == 200
     return sock
