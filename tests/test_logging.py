@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
 import os
 import textwrap
 from collections.abc import Iterator
@@ -164,3 +165,22 @@ def test_json_lines_under_plain_gunicorn(tmp_path: Path, big: Path) -> None:
     data = json.loads(line)
     assert (data["status"], data["bytes_sent"], data["length"]) == (200, SIZE, SIZE)
     assert data["via"] == "sendfile"
+
+
+def test_json_formatter_from_a_logconfig_dict(big: Path) -> None:
+    """The form docs/deployment.md gives for gunicorn's logconfig_dict."""
+    out = io.StringIO()
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "wsgipipe.JsonFormatter"}},
+            "handlers": {
+                "out": {"class": "logging.StreamHandler", "formatter": "json", "stream": out}
+            },
+            "loggers": {"wsgipipe": {"handlers": ["out"], "level": "INFO", "propagate": False}},
+        }
+    )
+    TestApp(TransferLog(file_app(big)), lint=True).get("/big.bin")
+    data = json.loads(out.getvalue())
+    assert (data["path"], data["bytes_sent"]) == ("/big.bin", SIZE)
