@@ -535,12 +535,13 @@ def test_gunicorn_that_cannot_load_the_app_fails_at_start_up(tmp_path: Path) -> 
 
 
 @pytest.mark.server
-def test_gunicorn_config_of_the_test_still_applies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config", ["conf.py", "python:conf"])
+def test_gunicorn_config_of_the_test_still_applies(tmp_path: Path, config: str) -> None:
     (tmp_path / "hello_app.py").write_text(HELLO_APP)
     (tmp_path / "conf.py").write_text(
         "def post_worker_init(worker):\n    print('their hook ran', flush=True)\n"
     )
-    with GunicornServer("hello_app:app", cwd=tmp_path, config="conf.py", workers=2) as server:
+    with GunicornServer("hello_app:app", cwd=tmp_path, config=config, workers=2) as server:
         assert len(server.worker_pids()) == 2
         assert server.log.count("their hook ran") == 2
 

@@ -11,15 +11,19 @@ first, and its own ``post_worker_init`` still runs.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
 
 _asked = os.environ.get("WSGIPIPE_GUNICORN_CONFIG")
-if _asked:
-    _settings: dict[str, Any] = {"__file__": _asked, "__name__": "__config__"}
+if _asked and _asked.startswith("python:"):  # gunicorn's "python:module" form
+    _settings: dict[str, Any] = vars(importlib.import_module(_asked[len("python:") :]))
+elif _asked:
+    _settings = {"__file__": _asked, "__name__": "__config__"}
     with open(_asked, encoding="utf-8") as _file:
         exec(compile(_file.read(), _asked, "exec"), _settings)
+if _asked:
     globals().update({k: v for k, v in _settings.items() if not k.startswith("__")})
 
 _theirs = globals().get("post_worker_init")

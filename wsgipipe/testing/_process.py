@@ -224,8 +224,9 @@ class GunicornServer(ServerProcess):
         config: str | None = None,
         **options: Unpack[ProcessOptions],
     ) -> None:
-        if config is not None:
+        if config is not None and not config.startswith("python:"):
             config = os.path.join(os.fspath(options.get("cwd") or os.getcwd()), config)
+        if config is not None:
             options["env"] = {**(options.get("env") or {}), "WSGIPIPE_GUNICORN_CONFIG": config}
         super().__init__(app, **options)
         self.worker_class = worker_class
