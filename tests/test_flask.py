@@ -194,6 +194,14 @@ def test_the_server_gets_its_own_file_wrapper(
     """What makes sendfile possible: Flask hands the server's wrapper back untouched."""
     app = flask_app.create_app(root)
     app.response_class = response_class
+    closed: list[str] = []
+
+    @app.after_request
+    def on_close(response: flask.Response) -> flask.Response:
+        path = flask.request.path
+        response.call_on_close(lambda: closed.append(path))
+        return response
+
     environ = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/files/big.bin",
@@ -213,6 +221,7 @@ def test_the_server_gets_its_own_file_wrapper(
         assert b"".join(result) == (root / "big.bin").read_bytes()
     finally:
         result.close()  # type: ignore[attr-defined]
+    assert len(closed) == 1, "the response's call_on_close callbacks run when the server closes"
 
 
 def test_send_file_returns_the_apps_response_class(root: Path) -> None:
