@@ -38,6 +38,10 @@ TICK = 0.25
 
 _starting = threading.Lock()  # taken once per process, never per request after that
 
+#: Bumped in every forked child: "is this a new process?" without a getpid() per request.
+GENERATION = [0]
+os.register_at_fork(after_in_child=lambda: GENERATION.__setitem__(0, GENERATION[0] + 1))
+
 
 class Flight:
     """One transfer in flight, as the sampler sees it (slots: made once per request)."""
@@ -51,7 +55,6 @@ class Flight:
         "record",
         "seen",
         "sock",
-        "wall_start",
     )
 
     def __init__(
@@ -62,7 +65,6 @@ class Flight:
         self.client = client
         self.sock = sock
         self.acked_at_start = _acked(sock) if sock is not None else None
-        self.wall_start = time.time()
         self.seen = 0
         self.moved_at = record.started
         self.rate = 0.0
@@ -116,6 +118,7 @@ class Live:
         self.stalled_after = stalled_after
         self.forget_after = forget_after
         self._pid = 0
+        self._generation = -1
         self._flights: dict[int, Flight] = {}
         self._endings: deque[tuple[Transfer, str, float]] = deque(maxlen=endings)
         self._writer: SlotWriter | None = None
@@ -129,9 +132,9 @@ class Live:
 
     # -- the observer (runs in request threads: no locks, no I/O) -------------
     def started(self, environ: WSGIEnvironment) -> None:
-        if self._pid != os.getpid():  # first request in this (forked) process
+        if self._generation != GENERATION[0]:  # first request in this (forked) process
             with _starting:
-                if self._pid != os.getpid():
+                if self._generation != GENERATION[0]:
                     self._start_sampler()
 
     def streaming(self, environ: WSGIEnvironment, record: Transfer, body: Body) -> None:
@@ -146,6 +149,7 @@ class Live:
     # -- the sampler thread -------------------------------------------------------
     def _start_sampler(self) -> None:
         self._pid = os.getpid()
+        self._generation = GENERATION[0]
         self._flights = {}
         self._endings = deque(maxlen=self.endings_kept)
         self._writer = SlotWriter(self.directory, self._pid)
@@ -190,7 +194,7 @@ class Live:
             "age": round(elapsed, 2),
             "stalled": flight.stalled(now, self.stalled_after),
             "idle": round(now - flight.moved_at, 2),
-            "started": round(flight.wall_start, 3),
+            "started": round(time.time() - elapsed, 3),
             "pid": self._pid,
         }
 

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client import make_wsgi_app as _make_wsgi_app
 
-from ._live import Flight
+from ._live import GENERATION, Flight
 from ._live_routes import Watch
 
 if TYPE_CHECKING:
@@ -167,11 +167,12 @@ class TransferMetrics:
         self.stalled_after = stalled_after
         self._stalled_now = 0
         self._pid = 0
+        self._generation = -1
         logging.getLogger("wsgipipe.tee").addHandler(_TeeFailures(self.tee_sink_failures))
 
     # -- the observer (wsgipipe._live_routes.Observer) -------------------------
     def started(self, environ: WSGIEnvironment) -> None:
-        if self._pid != os.getpid() and self.interval:  # first request in this process
+        if self._generation != GENERATION[0] and self.interval:  # first in this process
             self._start_flusher()
         self._events.append(None)
 
@@ -238,8 +239,9 @@ class TransferMetrics:
 
     def _start_flusher(self) -> None:
         with _starting:
-            if self._pid == os.getpid():
+            if self._generation == GENERATION[0]:
                 return
+            self._generation = GENERATION[0]
             self._pid = os.getpid()
             self._events = deque()  # a forked child starts with nothing pending
             self._flights = {}
