@@ -88,6 +88,10 @@ def test_without_the_extension_production_answers_500(root: Path) -> None:
         client(root, testing=True, extension=False).get("/read/missing.bin")
 
 
+def test_hide_forbidden_answers_404(root: Path) -> None:
+    client(root, hide_forbidden=True).get("/forbidden", status=404)
+
+
 def test_a_missing_file_is_logged_and_recorded(
     root: Path, transfer_recorder: TransferRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:

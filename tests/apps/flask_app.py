@@ -23,7 +23,11 @@ from wsgipipe.flask import Wsgipipe, current_transfer, send_file, send_from_dire
 
 
 def create_app(
-    root: str | os.PathLike[str], *, testing: bool = False, extension: bool = True
+    root: str | os.PathLike[str],
+    *,
+    testing: bool = False,
+    extension: bool = True,
+    hide_forbidden: bool = False,
 ) -> Flask:
     app = Flask(__name__)
     app.testing = testing
@@ -57,7 +61,7 @@ def create_app(
         raise OSError(errno.EIO, "Input/output error", str(base / "disk"))
 
     if extension:
-        Wsgipipe(app)
+        Wsgipipe(app, hide_forbidden=hide_forbidden)
     return app
 
 
