@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -273,3 +275,43 @@ def test_import_wsgipipe_imports_no_integration() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+@pytest.mark.server
+def test_wsgipipe_serve_metrics_and_live(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"hello\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["WSGIPIPE_LIVE_DIR"] = str(tmp_path / "live")
+    cmd = [sys.executable, "-m", "wsgipipe", "serve", str(tmp_path), "--bind", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        [*cmd, "--metrics", "--live"], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: _get(url + "/a.txt") == b"hello\n", 20, 0.1)
+
+        def counted() -> bool:
+            text = (_get(url + "/-/metrics") or b"").decode()
+            return (
+                'wsgipipe_transfers_total{outcome="finished",reason="",status_class="2xx"} 1.0'
+                in text
+            )
+
+        assert wait_until(counted, 5, 0.1)
+        endings = lambda: json.loads(_get(url + "/-/transfers.json") or b"{}").get("endings")  # noqa: E731
+        assert wait_until(endings, 5, 0.1)
+        assert endings()[0]["path"] == "/a.txt"
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return bytes(answer.read())
+    except OSError:
+        return None

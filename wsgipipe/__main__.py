@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,6 +63,20 @@ def parser() -> argparse.ArgumentParser:
         help=f"cut off a client slower than RATE bytes/s after {DEFAULT_GRACE:g} s "
         f"({DEFAULT_MIN_RATE:g}; 1k; 0 = off)",
     )
+    serve.add_argument(
+        "--metrics", action="store_true", help="Prometheus metrics at /-/metrics (off)"
+    )
+    serve.add_argument(
+        "--live",
+        action="store_true",
+        help="live transfers page at /-/transfers, loopback clients only (off)",
+    )
+    serve.add_argument(
+        "--live-token",
+        default=os.environ.get("WSGIPIPE_LIVE_TOKEN"),
+        metavar="TOKEN",
+        help="let any client with this token see the live page ($WSGIPIPE_LIVE_TOKEN)",
+    )
     return top
 
 
@@ -94,11 +109,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle_timeout=args.idle_timeout or None,
             limit_rate=args.limit_rate,
             min_rate=args.min_rate,
+            **_observability(args),
         )
     except ConfigurationError as exc:
         top.error(str(exc))
-    run(app, **settings_from(args))
+    run(app, **settings_from(args), **_metrics_hooks(args))
     return 0
+
+
+def _observability(args: argparse.Namespace) -> dict[str, Any]:
+    if args.metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker writes its figures here, so that any of them can
+        # answer a scrape for all; a fresh directory per run (docs/operations.md).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wsgipipe-metrics-")
+    live = bool(args.live or args.live_token)
+    return {"metrics": args.metrics, "live": live, "live_token": args.live_token or None}
+
+
+def _metrics_hooks(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.metrics:
+        return {}
+
+    def child_exit(server: object, worker: Any) -> None:
+        from .prometheus import mark_process_dead
+
+        mark_process_dead(worker.pid)
+
+    return {"child_exit": child_exit}
 
 
 def _gunicorn_runner(top: argparse.ArgumentParser) -> Callable[..., None]:
