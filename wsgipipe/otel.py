@@ -117,8 +117,8 @@ class _GuardState:
     closing = False
 
 
-class _Gate:
-    """What TransferSpans returns under a CloseGuard: stops at once when the guard closes."""
+class _Passing:
+    """An iterable handing on ``result``'s chunks, closing it once asked."""
 
     def __init__(self, result: Iterable[bytes], state: _GuardState) -> None:
         self.result = result
@@ -129,8 +129,6 @@ class _Gate:
         return self
 
     def __next__(self) -> bytes:
-        if self.state.closing:
-            raise StopIteration
         if self._iterator is None:
             self._iterator = iter(self.result)
         return next(self._iterator)
@@ -139,6 +137,15 @@ class _Gate:
         close = getattr(self.result, "close", None)
         if close is not None:
             close()
+
+
+class _Gate(_Passing):
+    """What TransferSpans returns under a CloseGuard: stops at once when the guard closes."""
+
+    def __next__(self) -> bytes:
+        if self.state.closing:
+            raise StopIteration
+        return super().__next__()
 
 
 class CloseGuard:
@@ -159,28 +166,13 @@ class CloseGuard:
         return _Guarded(self.app(environ, start_response), state)
 
 
-class _Guarded:
-    def __init__(self, result: Iterable[bytes], state: _GuardState) -> None:
-        self.result = result
-        self.state = state
-        self._iterator: Iterator[bytes] | None = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._iterator is None:
-            self._iterator = iter(self.result)
-        return next(self._iterator)
-
+class _Guarded(_Passing):
     def close(self) -> None:
         if self._iterator is None:  # closed before the first chunk
             self.state.closing = True
             for _ in self.result:  # ends at once: the gate inside says stop
                 break
-        close = getattr(self.result, "close", None)
-        if close is not None:
-            close()
+        super().close()
 
 
 def instrument(
