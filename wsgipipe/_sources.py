@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ._body import Observed
 from ._error_response import error_response, status_for, status_line
 from ._errors import ClientGone, HTTPError
+from ._log_text import request_target
 from ._record import current_transfer
 
 if TYPE_CHECKING:
@@ -78,6 +79,6 @@ def _early_failure(
     if record is not None:
         record.error = exc
     code = status_for(exc)
-    target = f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
+    target = request_target(environ)  # escaped: no forged log lines
     log.error("%s before the first byte of %s: %s", code, target, exc)
     return error_response(environ, start_response, code)

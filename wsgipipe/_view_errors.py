@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ._error_response import plain_body, plain_headers, status_for
 from ._errors import HTTPError
+from ._log_text import request_target
 from ._record import current_transfer
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def answer_for(
     record = current_transfer(environ)
     if record is not None:
         record.error = exc
-    target = f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}"
+    target = request_target(environ)  # escaped: no forged log lines
     if status >= 500:
         log.error("error in the view for %s", target, exc_info=exc)
     else:
