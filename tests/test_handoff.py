@@ -230,6 +230,24 @@ def test_an_apps_own_wrapper_is_handed_back_zero_copy(data: Path, errors: bool) 
     assert foreign.closes == 1 and foreign.files[0].closed
 
 
+def test_a_content_length_shorter_than_the_file_is_all_the_server_owes(data: Path) -> None:
+    class Shorter(Closes):
+        def __call__(
+            self, environ: WSGIEnvironment, start_response: StartResponse
+        ) -> Iterable[bytes]:
+            def shorter(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                kept = [(k, v) for k, v in headers if k != "Content-Length"]
+                return start_response(status, [*kept, ("Content-Length", "1000")], exc_info)
+
+            return super().__call__(environ, shorter)
+
+    foreign = Shorter(data)
+    app, records = logged(FileErrors(foreign))
+    served = serve(app)
+    assert served.via_sendfile and served.received == data.read_bytes()[:1000]
+    assert (records[0].outcome, records[0].bytes_sent) == ("finished", 1000)
+
+
 def test_an_aborted_sendfile_is_aborted_and_the_file_released(data: Path) -> None:
     foreign = Closes(data)
     app, records = logged(FileErrors(foreign))
