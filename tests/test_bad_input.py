@@ -443,6 +443,37 @@ def test_demo_routes_stop_at_their_time_limit(tmp_path: Path, query: str) -> Non
     assert open_files("self", tmp_path) == []
 
 
+DEMO_APP = """
+import os
+from pathlib import Path
+from examples.app import Experiments
+from wsgipipe import TransferLog, log_to_stderr
+log_to_stderr()
+app = TransferLog(Experiments(Path(os.environ["DEMO_ROOT"]), time_limit=1.0))
+"""
+
+
+@pytest.mark.server
+def test_demo_time_limit_cuts_the_connection_under_gunicorn(tmp_path: Path) -> None:
+    # ClientGone from the body: gunicorn closes the connection quietly (no
+    # traceback), the client sees fewer bytes than Content-Length, the line says why.
+    (tmp_path / "five.bin").write_bytes(os.urandom(5 * 64 * 1024))
+    (tmp_path / "demo_app.py").write_text(DEMO_APP)
+    path = os.pathsep.join([str(tmp_path), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])
+    env = {"DEMO_ROOT": str(tmp_path), "PYTHONPATH": path}
+    with GunicornServer("demo_app:app", cwd=tmp_path, env=env) as server:
+        with raw_request(server, "/slow/five.bin?delay=0.4", timeout=10) as sock:
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 327680" in head
+        assert 0 < len(body) < 5 * 64 * 1024
+        assert server.wait_for_log(r"GET /slow/five.bin 200 aborted .*demo time limit 1s")
+        assert wait_until(lambda: not server.open_files(tmp_path))
+        assert "Traceback" not in server.log
+
+
 # -- property tests --------------------------------------------------------------
 
 SEGMENTS = st.sampled_from(
