@@ -15,7 +15,17 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from . import capacity, inprocess, machine, observability, release, report, throughput, wrapping
+from . import (
+    capacity,
+    inprocess,
+    machine,
+    observability,
+    offload,
+    release,
+    report,
+    throughput,
+    wrapping,
+)
 from .common import Settings, prepare_data, say
 from .results import Measurement, Results
 from .targets import MET, MISSED, UNMEASURED, judge_all
@@ -31,6 +41,7 @@ SECTIONS: dict[str, Callable[[Settings], Measurement]] = {
     "abort": release.measure_abort,
     "stall": release.measure_stall,
     "capacity": capacity.measure,
+    "offload": offload.measure,
     "wrapping": wrapping.measure,
     "obs_throughput": observability.measure_throughput,
     "obs_request": observability.measure_requests,

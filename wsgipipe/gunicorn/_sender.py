@@ -69,9 +69,9 @@ class Job:
     def pump(self) -> bool:
         """Send what the socket takes now; True once the job has ended."""
         for _ in range(CALLS_PER_TURN):
-            left = self.count - self.sent
+            want = min(self.count - self.sent, CHUNK)
             try:
-                n = os.sendfile(self.sock.fileno(), self.fd, self.position, min(left, CHUNK))
+                n = os.sendfile(self.sock.fileno(), self.fd, self.position, want)
             except BlockingIOError:
                 return False  # the socket is full: wait until it is writable
             except OSError as exc:
@@ -87,6 +87,8 @@ class Job:
             if self.sent >= self.count:
                 self.end("finished")
                 return True
+            if n < want:
+                return False  # the socket is full: skip the call that would say EAGAIN
         return False
 
 
