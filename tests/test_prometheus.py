@@ -6,9 +6,11 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
@@ -191,8 +193,11 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(server: GunicornServer) -> Samples:
-    with urllib.request.urlopen(server.url + "/-/metrics", timeout=5) as answer:
-        text = answer.read().decode()
+    try:
+        with urllib.request.urlopen(server.url + "/-/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"scrape failed: {exc}\n{server.log[-3000:]}") from None
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -262,6 +267,16 @@ def test_metrics_summed_across_two_workers_and_a_restart(tmp_path: Path) -> None
         assert total(samples, "wsgipipe_transfer_duration_seconds_count") == 8
         assert not (multiproc / f"gauge_livesum_{holder}.db").exists()
         assert (multiproc / f"counter_{holder}.db").exists()
+        # A graceful restart of the other one (SIGTERM, as max_requests does).
+        other = next(p for p in first if p != holder)
+        os.kill(other, signal.SIGTERM)
+        assert wait_until(
+            lambda: len(server.worker_pids()) == 2 and other not in server.worker_pids(), 15
+        )
+        after = scrape(server)
+        assert total(after, "wsgipipe_transfers_total", outcome="finished") == 6
+        assert total(after, "wsgipipe_transfers_total", outcome="aborted") == 2
+        assert total(after, "wsgipipe_transfers_in_flight") == 0
 
 
 def test_import_wsgipipe_imports_no_integration() -> None:
@@ -315,3 +330,29 @@ def _get(url: str) -> bytes | None:
             return bytes(answer.read())
     except OSError:
         return None
+
+
+def test_scrape_survives_a_worker_file_being_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new worker's file is empty for an instant; a scrape then must not be a 500."""
+    from prometheus_client import multiprocess, values
+
+    from wsgipipe.prometheus import exposition_app
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    store = values.MultiProcessValue(lambda: 4242)("counter", "x_total", "x_total", (), (), "")
+    store.inc(3)
+    real = multiprocess.MmapedDict.read_all_values_from_file
+    calls: list[str] = []
+
+    def first_one_torn(filename: str) -> object:
+        calls.append(filename)
+        if len(calls) == 1:
+            raise struct.error("unpack_from requires a buffer of at least 4 bytes")
+        return real(filename)
+
+    monkeypatch.setattr(multiprocess.MmapedDict, "read_all_values_from_file", first_one_torn)
+    app = TestApp(exposition_app(), lint=True)
+    assert "x_total 3.0" in app.get("/").text
+    assert len(calls) == 2

@@ -37,6 +37,7 @@ import bisect
 import logging
 import os
 import re
+import struct
 import threading
 import time
 from collections import deque
@@ -303,11 +304,19 @@ def exposition_app(registry: CollectorRegistry = REGISTRY) -> WSGIApplication:
     inner = _make_wsgi_app(registry)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        for _ in range(_SCRAPE_TRIES - 1):
+            try:
+                return inner(environ, start_response)  # type: ignore[no-any-return]
+            except (OSError, struct.error, RuntimeError):
+                # A worker's file was being created (a new worker, still
+                # empty) or removed while we read it: read the directory again.
+                time.sleep(0.01)
         return inner(environ, start_response)  # type: ignore[no-any-return]
 
     return app
 
 
+_SCRAPE_TRIES = 3
 _default: TransferMetrics | None = None
 
 
