@@ -7,7 +7,10 @@ Run it with ``gunicorn examples.app:app`` (``make run``; settings in
 * ``GET /<path>``: the file, through FileErrors, Tee and TransferLog;
 * ``GET /slow/<path>?delay=5``: every chunk held ``delay`` seconds (the "slow through");
 * ``GET /limit/<path>?rate=1k``: at most ``rate`` bytes per second, like
-  ``curl --limit-rate`` but done by the server.
+  ``curl --limit-rate`` but done by the server;
+* ``GET /zip/<dir>``, ``GET /gzip/<path>``, ``GET /proxy/<path>``: a folder as a
+  streamed zip, a file through ``gzip -c``, the path on ``WSGIPIPE_UPSTREAM``
+  (examples/sources.py).
 
 Environment: ``WSGIPIPE_TEE`` (comma-separated extra sinks: ``stdout``,
 ``sha256``, ``dir:PATH``), ``WSGIPIPE_IDLE_TIMEOUT`` (seconds a client may
@@ -42,6 +45,8 @@ from wsgipipe import (
     stack,
     static_app,
 )
+
+from .sources import PREFIXES, Sources
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -95,10 +100,13 @@ class Experiments:
 
     def __init__(self, root: Path, *, time_limit: float = DEMO_LIMIT) -> None:
         self.files = static_app(root)
+        self.sources = Sources(root)
         self.time_limit = time_limit
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        if path.startswith(PREFIXES):
+            return self.sources(environ, start_response)
         for prefix, route in (("/slow/", self.slow), ("/limit/", self.limit)):
             if path.startswith(prefix):
                 environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix[:-1]

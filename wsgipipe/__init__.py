@@ -1,10 +1,9 @@
 """wsgipipe: stream files and bodies through WSGI, and release them on every ending.
 
 The public API is what this module exports (``__all__``) plus the documented
-public submodules: :mod:`wsgipipe.sinks`, :mod:`wsgipipe.testing`,
-:mod:`wsgipipe.gunicorn`, :mod:`wsgipipe.flask` and :mod:`wsgipipe.django`.
-Modules whose names start with an underscore are implementation detail.
-Importing wsgipipe never imports gunicorn, Flask or Django.
+public submodules: :mod:`wsgipipe.sinks`, :mod:`wsgipipe.testing` and
+:mod:`wsgipipe.gunicorn`. Modules whose names start with an underscore are
+implementation detail. Importing wsgipipe never imports gunicorn.
 
 :class:`Body` and :class:`Observed` are the extension point for writing your
 own body middleware (docs/api.md); the rest of the surface is for using
@@ -40,6 +39,7 @@ from ._tee import Tee
 from ._through import Delay, Throttle, Through
 from ._transfer_log import TransferLog
 from ._upstream import UpstreamError, UpstreamStream, UpstreamTimeout
+from ._zip import ZipStream, zip_response
 
 __version__ = "0.1.0"
 
@@ -78,6 +78,7 @@ __all__ = [
     "UpstreamStream",
     "UpstreamTimeout",
     "WsgipipeError",
+    "ZipStream",
     "__version__",
     "current_transfer",
     "file_response",
@@ -87,4 +88,5 @@ __all__ = [
     "sinks",
     "stack",
     "static_app",
+    "zip_response",
 ]

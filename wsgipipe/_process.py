@@ -56,19 +56,23 @@ def process_response(
     headers: Iterable[tuple[str, str]] = (),
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    stdin: int | None = None,
     grace: float = DEFAULT_GRACE,
 ) -> Iterable[bytes]:
     """Answer with the stdout of ``argv`` (a list: no shell), streamed as it comes.
 
     The child starts now and the status waits for its first output: a child
     that fails before writing anything gets a 502 (500 if it cannot start).
-    A HEAD request gets the headers and starts nothing.
+    A HEAD request gets the headers and starts nothing. ``stdin``, a file
+    descriptor, becomes the child's standard input and is closed by wsgipipe.
     """
     response_headers = [("Content-Type", content_type), *headers]
     if environ.get("REQUEST_METHOD") == "HEAD":
+        if stdin is not None:
+            os.close(stdin)
         start_response("200 OK", response_headers)
         return []
-    body = ProcessStream(argv, environ=environ, env=env, cwd=cwd, grace=grace)
+    body = ProcessStream(argv, environ=environ, env=env, cwd=cwd, stdin=stdin, grace=grace)
     return start_body(environ, start_response, body, (200, response_headers))
 
 
@@ -78,6 +82,8 @@ class ProcessStream(Observed):
     Nothing runs until the first chunk is asked for. ``environ`` makes the
     reads disconnect-aware (see :class:`~wsgipipe.Connection`). ``env``
     replaces the child's whole environment, as in :class:`subprocess.Popen`.
+    ``stdin`` is a file descriptor the stream owns: the child reads it as its
+    standard input (``/dev/null`` without one) and ``close()`` closes it.
     ``grace`` is how long an early close waits after SIGTERM before SIGKILL.
     """
 
@@ -88,6 +94,7 @@ class ProcessStream(Observed):
         environ: WSGIEnvironment | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        stdin: int | None = None,
         grace: float = DEFAULT_GRACE,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
@@ -95,6 +102,7 @@ class ProcessStream(Observed):
             raise ConfigurationError(f"grace must be zero or more seconds, not {grace!r}")
         connection = Connection(environ) if environ is not None else None
         self.child = _Child(_checked(argv), env, cwd, grace, chunk_size, connection)
+        self.child.stdin = stdin
         super().__init__(self.child)
 
     @property
@@ -134,6 +142,7 @@ class _Child:
         self.chunk_size = chunk_size
         self.connection = connection if connection is not None and connection.observable else None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stdin: int | None = None  # owned: closed once the child has its copy
         self.tail = b""
         self.exit_code: int | None = None
         self._failure: BaseException | None = None
@@ -173,7 +182,7 @@ class _Child:
         try:
             self.proc = subprocess.Popen(
                 self.argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if self.stdin is None else self.stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=self.env,
@@ -183,7 +192,14 @@ class _Child:
             )
         except OSError as exc:
             raise ProcessFailed(f"cannot start {self.name!r}: {exc}", status_hint=500) from exc
+        finally:
+            self._close_stdin()
         return self.proc
+
+    def _close_stdin(self) -> None:
+        fd, self.stdin = self.stdin, None
+        if fd is not None:
+            os.close(fd)
 
     def _read(self, stdout: int) -> bytes:
         """The next stdout bytes (``b""`` at end of file), stderr drained meanwhile."""
@@ -258,6 +274,7 @@ class _Child:
         proc = self.proc
         if self._closed or proc is None:
             self._closed = True
+            self._close_stdin()
             return
         self._closed = True
         try:
