@@ -1,9 +1,10 @@
 """wsgipipe: stream files and bodies through WSGI, and release them on every ending.
 
 The public API is what this module exports (``__all__``) plus the documented
-public submodules: :mod:`wsgipipe.sinks`, :mod:`wsgipipe.testing` and
-:mod:`wsgipipe.gunicorn`. Modules whose names start with an underscore are
-implementation detail. Importing wsgipipe never imports gunicorn.
+public submodules: :mod:`wsgipipe.sinks`, :mod:`wsgipipe.testing`,
+:mod:`wsgipipe.gunicorn`, :mod:`wsgipipe.flask` and :mod:`wsgipipe.django`.
+Modules whose names start with an underscore are implementation detail.
+Importing wsgipipe never imports gunicorn, Flask or Django.
 
 :class:`Body` and :class:`Observed` are the extension point for writing your
 own body middleware (docs/api.md); the rest of the surface is for using
