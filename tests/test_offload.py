@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -217,3 +219,31 @@ class TestFallsBack:
         assert status == 200 and len(body) == BIG
         assert f" 200 finished {BIG}/{BIG} B" in line and "via=python" in line, line
         assert f"sha256={digest}" in line
+
+
+def test_too_slow_reader_cut_by_the_min_rate(root: Path) -> None:
+    """The minimum data rate holds for offloaded transfers too (the watchdog sees the socket)."""
+    env = {"WSGIPIPE_IDLE_TIMEOUT": "0", "WSGIPIPE_MIN_RATE": "100k"}  # grace: 5 s
+    with example_server(root, env=env) as server:
+        sock = stall(server)
+        started = time.monotonic()
+        ended: list[float] = []
+
+        def read_slowly() -> None:  # about 4 KB/s, far below 100 KB/s
+            sock.settimeout(0.5)
+            with suppress(OSError), sock:
+                while time.monotonic() - started < 15 and sock.recv(2048):
+                    time.sleep(0.5)
+            ended.append(time.monotonic() - started)
+
+        reader = threading.Thread(target=read_slowly)
+        reader.start()
+        line = wait_for_transfer(server, "/big.bin", timeout=12)
+        took = time.monotonic() - started
+        assert released(server, root, 1)
+        reader.join(16)
+    assert " 200 aborted " in line and "reason='min rate'" in line and "via=offload" in line, line
+    assert 4 < took < 8, f"cut after {took:.1f}s (grace 5 s)"
+    # RST: the client reads what its small buffer holds (a few seconds at this
+    # pace), then the reset, instead of being fed megabytes still queued.
+    assert ended and ended[0] < took + 5, "the client is cut, not fed the queue"

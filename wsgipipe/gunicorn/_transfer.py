@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import struct
 from collections.abc import Iterable
 from contextlib import suppress
 from datetime import datetime
@@ -82,14 +83,23 @@ def _regular_file(filelike: object, count: int) -> tuple[int, int, int] | None:
     return fd, offset, count
 
 
-def close_now(sock: socket.socket) -> None:
+def close_now(sock: socket.socket, *, reset: bool = False) -> None:
     """Close without blocking: half-close, drain what the client sent, close.
+
+    ``reset`` (a cut or aborted transfer) drops what is still queued for the
+    client and sends RST, so that the kernel stops feeding a client that was
+    cut off (SO_LINGER with a zero timeout, socket(7)).
 
     gunicorn's ``close_graceful`` lingers up to 2 s for the client's FIN;
     done for every slow reader on the worker's main thread, that would stall
     the worker. Draining what is already readable is enough to avoid the RST
     that unread request bytes would cause (RFC 9112 section 9.6).
     """
+    if reset:
+        with suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        util.close(sock)
+        return
     with suppress(OSError):
         sock.setblocking(False)
         sock.shutdown(socket.SHUT_WR)

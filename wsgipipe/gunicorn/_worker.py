@@ -209,9 +209,9 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
             fut = self.tpool.submit(self._settle, job)
         except RuntimeError:  # the pool is shut down: the process is ending
             self._settle(job)
-            close_now(job.sock)
+            close_now(job.sock, reset=job.ending != "finished")
             return
-        fut.add_done_callback(lambda f: self.method_queue.defer(self._reuse_or_close, job.conn, f))
+        fut.add_done_callback(lambda f: self.method_queue.defer(self._reuse_or_close, job, f))
 
     def _settle(self, job: Handoff) -> bool:
         """In the pool: the ending gthread would have seen, then keep-alive or not."""
@@ -236,13 +236,13 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
             self._post_request(job.req, job.environ, job.resp)
         return reusable
 
-    def _reuse_or_close(self, conn: Any, fs: Future[bool]) -> None:
+    def _reuse_or_close(self, job: Handoff, fs: Future[bool]) -> None:
         if _result(fs) is True:
             # gthread's keep-alive branch, pipelined bytes included.
-            super().finish_request(conn, fs)
+            super().finish_request(job.conn, fs)
         else:
             self.nr_conns -= 1
-            close_now(conn.sock)
+            close_now(job.conn.sock, reset=job.ending != "finished")
 
 
 def _result(fs: Future[Any]) -> Any:
