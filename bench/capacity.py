@@ -527,7 +527,9 @@ def chart(results: Results, directory: str) -> list[str]:
     middle.set_title("slow downloads started", fontsize=9)
     right.set(xscale="log", xlabel="slow readers (N)", ylabel="MiB")
     right.set_title("worker RSS growth", fontsize=9)
-    left.legend(fontsize=7)
+    # Below the panels, so it never hides a line.
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 0.0))
     for ax in (left, middle, right):
         ax.tick_params(labelsize=8)
     path = os.path.join(directory, "capacity.png")
