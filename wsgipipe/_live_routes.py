@@ -59,27 +59,30 @@ class Watch:
             observer.started(environ)
         try:
             result = self.app(environ, start_response)
-        except BaseException:
-            record = current_transfer(environ)
-            if record is not None:  # TransferLog settled it as failed
-                self._ended(environ, record)
+        except BaseException as exc:
+            # TransferLog settled the record as failed; every start gets an end.
+            record = current_transfer(environ) or _record_for(environ, exc)
+            self._ended(environ, record)
             raise
-        record = current_transfer(environ)
+        # With TransferLog inside there is always a record and a tracked body.
+        record = current_transfer(environ) or _record_for(environ, None)
         body = tracked(result)
-        if body is None:  # never with TransferLog inside; kept for safety
+        if body is None:
             body = result = Observed(result)
-        if record is None:
-            record = Transfer(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"))
         for observer in self.observers:
             observer.streaming(environ, record, body)
         # Registered after TransferLog's own callback, so the record is settled.
-        ended = record
-        body.on_close(lambda _body: self._ended(environ, ended))
+        body.on_close(lambda _body: self._ended(environ, record))
         return result
 
     def _ended(self, environ: WSGIEnvironment, record: Transfer) -> None:
         for observer in self.observers:
             observer.ended(environ, record)
+
+
+def _record_for(environ: WSGIEnvironment, exc: BaseException | None) -> Transfer:
+    method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+    return Transfer(method, path, outcome="failed" if exc else None, error=exc)
 
 
 Route = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
