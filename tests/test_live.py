@@ -301,3 +301,13 @@ def screenshot(page: Any, tmp_path: Path) -> None:
     assert path.stat().st_size > 10_000
     if os.environ.get("WSGIPIPE_UPDATE_SCREENSHOT") == "1":
         shutil.copy(path, REPO / "docs" / "img" / "transfers.png")
+
+
+def test_an_unwritable_directory_never_fails_a_download(
+    root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_bytes(b"")
+    app = TestApp(stack(static_app(root), live=Live(blocker / "live")), lint=True)
+    assert len(app.get("/file.bin").body) == SIZE
+    assert "cannot write a slot file" in caplog.text

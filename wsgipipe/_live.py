@@ -12,6 +12,7 @@ restarted worker simply appears under its new pid.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from ._record import Transfer
 
 __all__ = ["Flight", "Live"]
+
+log = logging.getLogger("wsgipipe.live")
 
 #: Seconds between two samples of the transfers in flight.
 TICK = 0.25
@@ -152,7 +155,12 @@ class Live:
         self._generation = GENERATION[0]
         self._flights = {}
         self._endings = deque(maxlen=self.endings_kept)
-        self._writer = SlotWriter(self.directory, self._pid)
+        try:
+            self._writer = SlotWriter(self.directory, self._pid)
+        except OSError:
+            # The page goes blind for this worker; its downloads must not fail.
+            log.exception("live transfers: cannot write a slot file in %s", self.directory)
+            return
         thread = threading.Thread(target=self._run, name="wsgipipe-live", daemon=True)
         thread.start()
 
