@@ -22,6 +22,7 @@ import psutil
 import pytest
 from webtest import TestApp
 
+from examples.clients import proxy_abort
 from wsgipipe import ConfigurationError, Proxy, Tee, TransferLog, UpstreamError, sinks
 from wsgipipe._upstream import end_to_end
 from wsgipipe.testing import (
@@ -321,3 +322,25 @@ def test_500_requests_with_aborts_leave_the_pool_at_baseline(
     assert wait_until(lambda: upstream_sockets(proxy, upstream) <= 4, 2)
     _, body = get(proxy, "/up/small.txt")  # and the pool still works
     assert body == SMALL
+
+
+@pytest.fixture(scope="module")
+def example_proxy(upstream: GunicornServer, root: Path) -> Iterator[GunicornServer]:
+    """A second example app whose /proxy/ route leads to the first one."""
+    env = {"WSGIPIPE_ROOT": str(root), "WSGIPIPE_UPSTREAM": upstream.url}
+    with GunicornServer(
+        "examples.app:app", worker_class="gthread", threads=4, cwd=REPO, env=env, config=CONFIG
+    ) as server:
+        yield server
+
+
+@pytest.mark.server
+def test_client_experiment_sees_the_abort_in_the_upstream_log(
+    example_proxy: GunicornServer, upstream: GunicornServer
+) -> None:
+    assert upstream.log_path is not None
+    url = f"{example_proxy.url}/proxy/big.bin"
+    line = proxy_abort.run(url, upstream.log_path, after=300_000, timeout=1.0)
+    assert line is not None, "the upstream logged nothing within a second"
+    assert " 200 aborted " in line
+    assert " 200 aborted " in wait_for_transfer(example_proxy, "/proxy/big.bin")
