@@ -41,6 +41,12 @@ TARGETS = [
         "idle_wsgipipe",
         maximum=IDLE_TIMEOUT + 1.0,
     ),
+    Target(
+        "offload worker: small-request p99 <= 50 ms at 1,000 slow readers",
+        "capacity",
+        "offload@1000",
+        maximum=0.050,
+    ),
 ]
 
 
