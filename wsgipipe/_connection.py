@@ -4,13 +4,18 @@ PEP 3333 gives an app no way to learn that the client left (werkzeug#1649),
 but real servers leak enough to do better:
 
 * gunicorn puts the client socket in ``environ["gunicorn.socket"]`` (sync and
-  gthread workers; it is blocking while the request runs);
+  gthread workers; it is blocking while the request runs; an ``SSLSocket``
+  with ``certfile``, whose descriptor is the raw TCP socket);
 * waitress offers ``environ["waitress.client_disconnected"]()`` when it runs
   with ``channel_request_lookahead`` > 0 (waitress#415).
 
 :class:`Connection` turns that into two questions, :meth:`Connection.gone`
 and :meth:`Connection.wait` (a sleep that ends early when the client
-disconnects). Where the server exposes neither, everything degrades to plain
+disconnects). The kernel's TCP state (``TCP_INFO``) says the client closed
+or reset the connection even behind unread bytes: a pipelined request, TLS
+records, HTTP/2 frames. Under gunicorn's HTTP/2 the frames are read through
+gunicorn itself, so a reset of this one stream is seen too
+(:mod:`wsgipipe._h2`). Where the server exposes neither, everything degrades to plain
 behaviour: ``gone()`` is always False and ``wait()`` just sleeps. Cutting off
 a client that stops reading is :mod:`wsgipipe._idle_timeout`'s job.
 """
@@ -26,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._errors import ClientGone
+from ._h2 import stream_of
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -45,7 +51,8 @@ class Connection:
 
     def __init__(self, environ: WSGIEnvironment) -> None:
         sock = environ.get("gunicorn.socket")
-        self.socket: socket.socket | None = sock if _peekable(sock) else None
+        self.socket: socket.socket | None = sock if isinstance(sock, socket.socket) else None
+        self._h2 = stream_of(environ)
         probe = environ.get("waitress.client_disconnected")
         self._probe: Callable[[], bool] | None = probe if callable(probe) else None
 
@@ -65,6 +72,10 @@ class Connection:
         """
         if self._probe is not None and self._probe():
             return True
+        if self._h2 is not None:
+            self._h2.poll()
+            if self._h2.over() is not None:
+                return True
         if self.socket is None:
             return False
         return _readable(self.socket, 0) and _peek(self.socket) == "gone"
@@ -91,20 +102,18 @@ class Connection:
             time.sleep(seconds)
             return
         if _readable(sock, seconds):
-            state = _peek(sock)
+            if self._h2 is not None:
+                self._h2.poll()  # under HTTP/2 unread frames are the normal state
+            reason = self._h2.over() if self._h2 is not None else None
+            state = "gone" if reason is not None else _peek(sock)
             if state == "gone":
-                raise ClientGone("client disconnected")
+                raise ClientGone(reason or "client disconnected")
             if state == "data":
                 # A pipelined request keeps the socket readable; sleep so
                 # that the poll does not spin until this response is done.
                 time.sleep(seconds)
         if self._probe is not None and self._probe():
             raise ClientGone("client disconnected")
-
-
-def _peekable(sock: object) -> bool:
-    # An SSL socket cannot MSG_PEEK the raw stream; treat it as unobservable.
-    return isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
 
 
 def _readable(sock: socket.socket, timeout: float) -> bool:
@@ -121,6 +130,10 @@ def _readable(sock: socket.socket, timeout: float) -> bool:
 
 def _peek(sock: socket.socket) -> str:
     """``"gone"`` (FIN or reset), ``"data"`` (pipelined bytes) or ``"quiet"``."""
+    if _tcp_gone(sock):
+        return "gone"
+    if isinstance(sock, ssl.SSLSocket):
+        return "data"  # TLS records (a close_notify too): SSLSocket refuses MSG_PEEK
     try:
         data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError):
@@ -130,3 +143,21 @@ def _peek(sock: socket.socket) -> str:
     except ValueError:
         return "gone"  # the socket object was closed
     return "data" if data else "gone"
+
+
+def _tcp_gone(sock: socket.socket) -> bool:
+    """The peer sent FIN or RST, whatever is still unread (``tcpi_state``, Linux).
+
+    An accepted socket is ESTABLISHED until then: CLOSE_WAIT after the
+    peer's FIN (RFC 9293 §3.3.2), CLOSE after a reset. False where there is
+    no ``TCP_INFO`` (AF_UNIX, other systems): the peek decides alone there.
+    """
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(info) and info[0] != _TCP_ESTABLISHED
+
+
+#: ``TCP_ESTABLISHED`` in Linux's include/net/tcp_states.h.
+_TCP_ESTABLISHED = 1

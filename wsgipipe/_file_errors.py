@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from ._body import Body, close_all
 from ._error_response import error_response, status_for
-from ._errors import HTTPError
+from ._errors import ClientGone, HTTPError
+from ._h2 import gone
 from ._handoff import observe
 from ._log_text import request_target
 from ._record import current_transfer
@@ -83,6 +84,12 @@ class FileErrors:
         try:
             result = self.app(environ, deferred.start_response)
             body = self._start(environ, result)
+        except ClientGone as exc:
+            # Nobody left to answer: aborted, never a 500 (aborts are not errors).
+            if result is not None:
+                _close_quietly(result)
+            deferred.forward()
+            return gone(environ, exc)
         except Exception as exc:
             if deferred.forwarded:
                 raise  # the app already wrote through write(): too late to answer

@@ -37,6 +37,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 
 from ._body import READS_BODY, Body, Observed, Transform, server_wrapper
 from ._errors import FileChanged
+from ._h2 import guard
 from ._record import Transfer, current_transfer
 from ._stream import DEFAULT_CHUNK_SIZE, FileStream
 
@@ -74,8 +75,21 @@ def observe(
     the caller reads the bytes: the body is then an :class:`Observed` read in
     Python. ``prime=True`` makes a first failure happen now without taking
     bytes from a file the server may send itself: a stream is opened, any
-    other body has its first chunk pulled (:meth:`Observed.prime`).
+    other body has its first chunk pulled (:meth:`Observed.prime`). Under
+    gunicorn's HTTP/2 the server's iterable checks the stream between chunks
+    (:mod:`wsgipipe._h2`).
     """
+    body, server = _observe(environ, result, transform, source, prime)
+    return Handoff(body, guard(environ, body, server))
+
+
+def _observe(
+    environ: WSGIEnvironment,
+    result: Iterable[bytes],
+    transform: Transform | None,
+    source: Source | None,
+    prime: bool,
+) -> Handoff:
     if transform is not None or source is not None:
         inner = _inner(result)
         if source is not None:

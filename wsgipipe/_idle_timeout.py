@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from ._body import Body
 from ._connection import Connection
 from ._errors import ConfigurationError
+from ._h2 import stream_of
 from ._handoff import observe
 from ._pace import DEFAULT_GRACE, DEFAULT_MIN_RATE, PACE_KEY, Pace, idle_reason
 from ._record import current_transfer
@@ -74,6 +75,11 @@ class _Paced:
             return result
         environ[_WATCHED] = True
         body, server = observe(environ, result)
+        stream = stream_of(environ)
+        if stream is not None and pace.idle_timeout is not None:
+            # HTTP/2: a stream whose window stays shut queues nothing in the
+            # socket; gunicorn resets that stream alone (wsgipipe._h2).
+            stream.limit_stall(pace.idle_timeout, idle_reason(pace.idle_timeout))
         watch = watchdog().watch(sock, pace)
         body.on_close(lambda b: _closed(b, environ, watch))
         return server

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GunicornServer", "ProcessOptions", "ServerProcess", "wait_until"]
 
-_LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(r"Listening at: https?://127\.0\.0\.1:(\d+)")
 _BOOTED = re.compile(BOOTED.format(pid=r"(\d+)"))
 _CONFIG = str(Path(__file__).with_name("_gunicorn_conf.py"))
 _TAIL_LINES = 40
