@@ -241,12 +241,13 @@ def test_capacity_table_shows_medians_and_the_verdicts_judge_the_worst_round() -
 
 
 @pytest.mark.server
-@pytest.mark.parametrize(("name", "started"), [("gthread", 16), ("offload", 24)])
+@pytest.mark.parametrize(("name", "started"), [("gthread", 8), ("offload", 24)])
 def test_capacity_point_sees_what_holds_a_thread(
     name: str, started: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 24 slow readers: gthread's 2 x 8 threads start 16 downloads and a new
-    # client waits; the offloading worker starts all 24 and answers at once.
+    # 24 slow readers on one worker (with two, how they spread varies): gthread's
+    # 8 threads start 8 downloads and a new client waits; the offloading
+    # worker starts all 24 and answers at once.
     reason = capacity.unavailable(name)
     if reason is not None:
         pytest.skip(reason)
@@ -255,14 +256,13 @@ def test_capacity_point_sees_what_holds_a_thread(
     (tmp_path / SMALL).write_bytes(b"s" * 1024)
     monkeypatch.setattr(capacity, "SETTLE", 0.2)
     monkeypatch.setattr(capacity, "WINDOW", 1.0)
+    monkeypatch.setattr(capacity, "WORKERS", 1)
     with capacity.start(name, str(tmp_path)) as running:
         point = capacity.measure_point(running, 24)
+    assert point.started == started
     if name == "gthread":
-        # Each worker starts at most 8 (how the 24 spread over the 2 workers varies).
-        assert 8 <= point.started <= started
         assert point.failed == len(point.latencies) >= 1
     else:
-        assert point.started == started
         assert point.failed == 0 and len(point.latencies) >= 10
         assert (point.percentile(99) or 1.0) < 0.5
     assert point.threads >= 2 and point.cpu_percent >= 0
