@@ -26,7 +26,7 @@ LAYERS: dict[str, list[str]] = {
     # Pure rules and the per-request record: HTTP, statuses, pace, errors as responses.
     "rules": ["_http", "_record", "_error_response", "_pace", "_static_rules"],
     # The body contract and what a response says about a file.
-    "bodies": ["_body", "_entity", "_connection", "sinks"],
+    "bodies": ["_body", "_entity", "_h2", "_connection", "sinks"],
     # Concrete bodies: files, file parts, other sources, the client probe.
     "sources": ["_stream", "_file_bodies", "_sources", "_client_watch"],
     # Observing a result and handing it to the server (zero-copy or not).
