@@ -23,6 +23,7 @@ from . import (
     offload,
     release,
     report,
+    sources,
     throughput,
     wrapping,
 )
@@ -45,6 +46,7 @@ SECTIONS: dict[str, Callable[[Settings], Measurement]] = {
     "wrapping": wrapping.measure,
     "obs_throughput": observability.measure_throughput,
     "obs_request": observability.measure_requests,
+    "sources": sources.measure,
 }
 
 

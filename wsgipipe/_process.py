@@ -15,6 +15,7 @@ log); after it, the body raises and the server aborts the connection.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
@@ -39,6 +40,8 @@ __all__ = ["DEFAULT_GRACE", "ProcessFailed", "ProcessStream", "process_response"
 DEFAULT_GRACE = 2.0
 #: Bytes of the child's stderr kept for the log line of a failure.
 STDERR_TAIL = 2048
+#: Requested size of the stdout pipe (the kernel caps it at pipe-max-size).
+PIPE_SIZE = 1024 * 1024
 
 Argv = Sequence[str | bytes | os.PathLike[str]]
 
@@ -194,6 +197,13 @@ class _Child:
             raise ProcessFailed(f"cannot start {self.name!r}: {exc}", status_hint=500) from exc
         finally:
             self._close_stdin()
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        with suppress(OSError, AttributeError):
+            # A bigger pipe (Linux, up to pipe-max-size) means fewer wake-ups
+            # per megabyte; the default 64 KiB is one chunk.
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         return self.proc
 
     def _close_stdin(self) -> None:
@@ -202,10 +212,17 @@ class _Child:
             os.close(fd)
 
     def _read(self, stdout: int) -> bytes:
-        """The next stdout bytes (``b""`` at end of file), stderr drained meanwhile."""
+        """The next stdout bytes (``b""`` at end of file), stderr drained meanwhile.
+
+        The pipe is non-blocking: while the child keeps it filled, a read is
+        one system call; only an empty pipe costs a poll (which also drains
+        stderr and watches the client).
+        """
         while True:
-            if stdout in self._wait_readable([stdout]):
+            try:
                 return os.read(stdout, self.chunk_size)
+            except BlockingIOError:
+                self._wait_readable([stdout])
 
     def _wait_readable(self, fds: list[int], timeout: float | None = None) -> list[int]:
         """Pipes in ``fds`` that are readable; stderr is drained on the way.
