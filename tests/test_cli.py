@@ -105,7 +105,7 @@ def test_serve_runs_gunicorn_with_the_stack(cli_server: tuple[str, Path, Path]) 
     text = log.read_text()
     (line,) = transfer_lines(text, "/hello.txt")
     assert line.startswith("GET /hello.txt 200 finished 16/16 B")
-    assert "Using worker: gthread" in text
+    assert "Using worker: wsgipipe.gunicorn.OffloadWorker" in text
     pids = [int(p) for p in re.findall(r"Booting worker with pid: (\d+)", text)]
     assert pids and all(open_files(pid, root) == [] for pid in pids)
 

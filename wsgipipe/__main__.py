@@ -36,9 +36,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=_positive_int, default=8, help="threads per worker (8)")
     serve.add_argument(
         "--worker-class",
-        default="gthread",
-        choices=["gthread", "sync"],
-        help="gunicorn worker class (gthread; see docs/deployment.md before choosing sync)",
+        default="offload",
+        choices=sorted(WORKER_CLASSES),
+        help="gunicorn worker class (offload: gthread with file downloads offloaded; "
+        "see docs/deployment.md before choosing sync)",
     )
     serve.add_argument("--timeout", type=_positive_int, default=30, help="worker timeout (30 s)")
     serve.add_argument(
@@ -87,13 +88,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: ``--worker-class`` choices and what gunicorn loads for each.
+WORKER_CLASSES = {
+    "offload": "wsgipipe.gunicorn.OffloadWorker",
+    "gthread": "gthread",
+    "sync": "sync",
+}
+
+
 def settings_from(args: argparse.Namespace) -> dict[str, Any]:
     """The gunicorn settings for parsed ``serve`` arguments."""
     return {
         "bind": args.bind,
         "workers": args.workers,
         "threads": args.threads,
-        "worker_class": args.worker_class,
+        "worker_class": WORKER_CLASSES[args.worker_class],
         "timeout": args.timeout,
     }
 
