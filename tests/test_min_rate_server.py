@@ -3,7 +3,7 @@
 One server, four clients started together (so the module takes one grace
 period plus a few seconds, not four): a reader at 50 B/s on the sendfile
 path and one on the Python path are cut with ``reason='min rate'`` and their
-files released; a reader at twice the floor and a response whose own pace
+files released; a reader at 4x the floor and a response whose own pace
 has no floor are never cut. The floor is 4 KiB/s after a 1 s grace period,
 with the idle timeout at 30 s so that only the rate can cut. Under
 wsgipipe's OffloadWorker the file goes through its sender, and the same
