@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,7 @@ from wsgipipe.testing import (
     GunicornServer,
     TransferRecorder,
     raw_request,
+    transfer_lines,
     wait_for_transfer,
     wait_until,
 )
@@ -238,6 +240,20 @@ def test_abort_mid_stream_leaves_no_child_zombie_or_pipe(
     assert time.monotonic() - closed < 1.0
     line = wait_for_transfer(server, "/endless")
     assert " 200 aborted " in line
+
+
+@pytest.mark.server
+def test_stalled_client_is_cut_and_the_child_ended(server: GunicornServer, marks: Path) -> None:
+    (marks / "endless").unlink(missing_ok=True)
+    before = len(transfer_lines(server.log, "/endless"))
+    sock = raw_request(server, "/endless")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    child = int(read_mark(marks, "endless").split()[0])
+    # Read nothing: the socket buffers fill, the idle timeout (1 s) cuts it.
+    assert wait_until(lambda: gone([child]), 4.0), "a stalled client kept the child alive"
+    line = wait_for_transfer(server, "/endless", count=before + 1, timeout=3)
+    assert " 200 aborted " in line and "idle timeout" in line
+    sock.close()
 
 
 @pytest.mark.server

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from wsgipipe import TransferLog, process_response
+from wsgipipe import IdleTimeout, TransferLog, process_response
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -74,4 +74,5 @@ def children(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
     return process_response(environ, start_response, argv, content_type="text/plain", grace=0.5)
 
 
-app = TransferLog(children)
+# A client that reads nothing for 1 s is cut off: the stalled ending.
+app = TransferLog(IdleTimeout(children, 1.0))
