@@ -117,6 +117,18 @@ class H2Client:
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event.error_code
 
+    def trickle(self, stream_id: int, size: int, every: float, timeout: float) -> bool:
+        """Open the window ``size`` bytes every ``every`` s until the stream ends or resets."""
+        deadline = time.monotonic() + timeout
+        reply = self.replies[stream_id]
+        while reply.reset is None and not reply.ended and time.monotonic() < deadline:
+            self.read_until(lambda: False, timeout=every)
+            if reply.reset is None and not reply.ended:
+                self.conn.increment_flow_control_window(size, stream_id)
+                self.conn.increment_flow_control_window(size)
+                self.flush()
+        return reply.reset is not None or reply.ended
+
     def close(self) -> None:
         self.sock.close()
 

@@ -115,3 +115,33 @@ def test_a_delay_sees_the_close_behind_unread_frames(server: GunicornServer, roo
     assert " aborted 0/20000 B" in line and "client disconnected" in line, line
     assert not server.open_files(root)
     _quiet(server)
+
+
+@pytest.fixture(scope="module")
+def paced(root: Path) -> Iterator[GunicornServer]:
+    env = {"WSGIPIPE_TEST_ROOT": str(root), "H2_IDLE_TIMEOUT": "30", "H2_MIN_RATE": "4k"}
+    args = ["--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge"]
+    with GunicornServer("h2_app:app", cwd=APPS, env=env, args=args, threads=4) as srv:
+        yield srv
+
+
+def test_a_stream_slower_than_the_minimum_rate_is_reset_alone(paced: GunicornServer) -> None:
+    # The client opens its window 200 bytes every 0.2 s (1 KB/s, below 4k):
+    # the socket queue stays empty, only the stream waits.
+    with H2Client(paced.port, window=16_384) as client:
+        sid = client.get("/file/big.bin")
+        assert client.trickle(sid, 200, 0.2, timeout=12)
+        assert client.replies[sid].reset == CANCEL and not client.replies[sid].ended
+        _small_after(client)
+    line = wait_for_transfer(paced, "/file/big.bin")
+    assert re.search(r" aborted \d+/67108864 B .*min rate", line), line
+    _quiet(paced)
+
+
+def test_a_stream_at_a_good_pace_is_not_cut(paced: GunicornServer) -> None:
+    with H2Client(paced.port, window=16_384) as client:
+        sid = client.get("/file/small.txt")
+        # 16 KiB at once, then 1 KiB every 0.1 s: about 10 KB/s, above the floor.
+        assert client.trickle(sid, 1024, 0.1, timeout=12)
+        assert client.replies[sid].ended and client.replies[sid].data == 20_000
+    assert " finished 20000/20000 B" in wait_for_transfer(paced, "/file/small.txt")

@@ -49,6 +49,9 @@ _MAX_READS = 8
 _RECV_RST, _SEND_RST = "RECV_RST_STREAM", "SEND_RST_STREAM"
 #: RFC 9113 §7: the stream is no longer needed.
 _CANCEL = 0x8
+#: Smallest piece handed over under a minimum rate: a cut comes within
+#: this many bytes at the client's pace.
+_PIECE = 1024
 
 
 class Stream:
@@ -60,6 +63,11 @@ class Stream:
         self.sent = 0  # DATA bytes framed for this stream
         self.ended = False  # END_STREAM framed
         self.stall_reason: str | None = None
+        #: Set by the watchdog thread (minimum rate); the worker thread acts on it.
+        self.cut: str | None = None
+        #: True while gunicorn writes a chunk of this stream: bytes wait on the client.
+        self.writing = False
+        self.paced = False  # a minimum rate watches this stream: hand over small pieces
         self._saved_timeout: object = None
         self._owner = threading.get_ident()
         self._stream = self.conn.streams.get(self.id)
@@ -115,6 +123,21 @@ class Stream:
         if threading.get_ident() == self._owner and self.over() is None:
             with suppress(Exception):  # a dead socket: gunicorn closes the connection
                 self.conn.abort_stream(self.id, _CANCEL)
+
+    def piece(self, size: int) -> int:
+        """How much of a ``size``-byte chunk to hand gunicorn now.
+
+        Under a minimum rate, no more than the open window (at least
+        :data:`_PIECE`): a client that opens its window a trickle at a time
+        then returns control between trickles, where a cut can happen.
+        """
+        if not self.paced:
+            return size
+        try:
+            window = int(self.conn.h2_conn.local_flow_control_window(self.id))
+        except Exception:  # the stream is closed: gunicorn finds out itself
+            return size
+        return min(size, max(window, _PIECE))
 
     def limit_stall(self, seconds: float | None, reason: str) -> None:
         """Reset this stream after ``seconds`` without flow-control window progress."""
@@ -193,27 +216,46 @@ class Guarded:
         self.filelike = body
         self.stream = stream
         self._iterator: Iterator[bytes] | None = None
+        self._chunk = b""
+        self._left = memoryview(b"")
 
     def __iter__(self) -> Guarded:
         return self
 
     def __next__(self) -> bytes:
-        self.stream.poll()
-        reason = self.stream.over()
+        stream = self.stream
+        stream.writing = False  # gunicorn asks for more: what it had is written
+        stream.poll()
+        reason = stream.over() or stream.cut
         if reason is None:
-            if self._iterator is None:
-                self._iterator = iter(self.server)
             try:
-                return next(self._iterator)
+                chunk = self._piece()
             except ClientGone as exc:
                 reason = exc.reason
+            else:
+                stream.writing = True
+                return chunk
         # Ending the iteration, not raising: gunicorn then finds the stream
         # closed and logs it at debug level, not as an error with a 500.
         self.filelike.abort(reason)
         self.stream.cancel()
         raise StopIteration
 
+    def _piece(self) -> bytes:
+        if not self._left:
+            if self._iterator is None:
+                self._iterator = iter(self.server)
+            self._chunk = next(self._iterator)
+            self._left = memoryview(self._chunk)
+        size = self.stream.piece(len(self._left))
+        if size >= len(self._left) == len(self._chunk):
+            self._left = memoryview(b"")
+            return self._chunk  # the common case: the whole chunk, not copied
+        piece, self._left = self._left[:size], self._left[size:]
+        return bytes(piece)
+
     def close(self) -> None:
+        self.stream.writing = False
         self.stream.settle(self.filelike)
         close = getattr(self.server, "close", None)
         if close is not None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ._body import Body
 from ._connection import Connection
 from ._errors import ConfigurationError
-from ._h2 import stream_of
+from ._h2 import Stream, stream_of
 from ._handoff import observe
 from ._pace import DEFAULT_GRACE, DEFAULT_MIN_RATE, PACE_KEY, Pace, idle_reason
 from ._record import current_transfer
@@ -81,6 +81,8 @@ class _Paced:
             # socket; gunicorn resets that stream alone (wsgipipe._h2).
             stream.limit_stall(pace.idle_timeout, idle_reason(pace.idle_timeout))
         watch = watchdog().watch(sock, pace)
+        if stream is not None:
+            watch.h2, stream.paced = stream, pace.min_rate is not None
         body.on_close(lambda b: _closed(b, environ, watch))
         return server
 
@@ -178,6 +180,7 @@ class _Watch:
         self.queued: int | None = None
         self.moves = 0
         self.cut: str | None = None
+        self.h2: Stream | None = None
 
     def check(self, now: float) -> None:
         queued = _queued(self.sock)
@@ -188,11 +191,16 @@ class _Watch:
             # No TCP_INFO (AF_UNIX): a send queue that changes is progress.
             self.moves += queued != self.queued
             self.queued, acked = queued, self.moves
-        # Nothing queued means the server is not waiting on the client.
-        reason = self.progress.progress(acked, now, pending=queued > 0)
+        # Nothing queued means the server is not waiting on the client,
+        # unless an HTTP/2 stream waits for its flow-control window.
+        pending = queued > 0 or (self.h2 is not None and self.h2.writing)
+        reason = self.progress.progress(acked, now, pending=pending)
         if reason is not None:
             self.cut = reason
-            _shutdown(self.sock)
+            if self.h2 is not None and not queued:
+                self.h2.cut = reason  # the worker thread resets this stream alone
+            else:
+                _shutdown(self.sock)
 
 
 def _shutdown(sock: socket.socket) -> None:
