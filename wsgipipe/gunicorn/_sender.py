@@ -109,6 +109,8 @@ class Sender:
         self._inbox: SimpleQueue[tuple[str, Job | str]] = SimpleQueue()
         self._jobs: set[Job] = set()
         self._stopping = False
+        self._closed = False  # the loop is over: nothing posted will be read
+        self._lock = threading.Lock()
         #: When the loop last went round (the worker's heartbeat checks it).
         self.turned = time.monotonic()
         #: What killed the loop, if something did.
@@ -142,10 +144,16 @@ class Sender:
         return max(now - self.turned, 0.0)
 
     def _post(self, what: str, arg: Job | str) -> None:
-        self._inbox.put((what, arg))
-        # A full pipe means a wake-up is pending anyway.
-        with suppress(OSError):
-            os.write(self._wake_w, b"\0")
+        with self._lock:
+            if not self._closed:
+                self._inbox.put((what, arg))
+                # A full pipe means a wake-up is pending anyway.
+                with suppress(OSError):
+                    os.write(self._wake_w, b"\0")
+                return
+        if isinstance(arg, Job):  # too late for the loop: end it here
+            arg.end("aborted", "offload sender stopped")
+            self._hand_on(arg)
 
     # -- the sender's thread --------------------------------------------------
     def _run(self) -> None:
@@ -158,6 +166,8 @@ class Sender:
             self._end_all("offload sender failed")
         finally:
             self._stopping = True
+            with self._lock:
+                self._closed = True
             self._drain_inbox("offload sender stopped")
             self._selector.close()
             for fd in (self._wake_r, self._wake_w):

@@ -186,8 +186,13 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
 
     def _keepalive_after(self, conn: Any, keepalive: bool | Handoff) -> bool | Handoff:
         if isinstance(keepalive, Handoff):
-            # Drain the request body now, in the worker thread (gthread's rule).
-            keepalive.keepalive = keepalive.keepalive and super()._keepalive_after(conn, True)
+            # Drain the request body now, in the worker thread (gthread's
+            # rule). Whatever happens, the hand-off goes on: it owns the body.
+            try:
+                reusable = keepalive.keepalive and super()._keepalive_after(conn, True)
+            except Exception:
+                reusable = False
+            keepalive.keepalive = bool(reusable)
             return keepalive
         return bool(super()._keepalive_after(conn, keepalive))
 
