@@ -81,33 +81,37 @@ def _shutdown(sock: socket.socket | None) -> None:
 
 
 class _Watcher:
-    """The thread polling every watched client socket."""
+    """The thread polling every watched client socket.
+
+    It runs only while there is something to watch: the last ``remove()``
+    lets it end, and the next ``add()`` starts a new one, so a process that
+    proxies now and then keeps no idle thread.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._watches: set[Watch] = set()
-        self._thread: threading.Thread | None = None
+        self._running = False
 
     def add(self, watch: Watch) -> None:
-        with self._cond:
+        with self._lock:
             self._watches.add(watch)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="wsgipipe-client-watch", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="wsgipipe-client-watch", daemon=True).start()
 
     def remove(self, watch: Watch) -> None:
-        with self._cond:
+        with self._lock:
             self._watches.discard(watch)
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._watches:
-                    self._cond.wait()
+            with self._lock:
                 watches = list(self._watches)
+                if not watches:
+                    self._running = False
+                    return
             try:
                 self._round(watches)
             except Exception:  # never let one socket stop the watcher

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from ._body import Observed, close_all
 from ._connection import POLL_INTERVAL, Connection
 from ._errors import ClientGone, ConfigurationError
-from ._sources import SourceError, start_body
+from ._sources import Reader, SourceError, start_body
 from ._stream import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def _checked(argv: Argv) -> list[str | bytes | os.PathLike[str]]:
     return list(argv)
 
 
-class _Child:
+class _Child(Reader):
     """The reader behind a ProcessStream: spawn, poll, drain stderr, end the group."""
 
     def __init__(
@@ -148,26 +148,11 @@ class _Child:
         self.stdin: int | None = None  # owned: closed once the child has its copy
         self.tail = b""
         self.exit_code: int | None = None
-        self._failure: BaseException | None = None
         self._closed = False
 
     @property
     def name(self) -> str:
         return os.fsdecode(os.fspath(self.argv[0]))
-
-    def __iter__(self) -> _Child:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._failure is not None:
-            raise self._failure  # a failure stays a failure on the next call
-        try:
-            return self._next()
-        except StopIteration:
-            raise
-        except BaseException as exc:
-            self._failure = exc
-            raise
 
     def _next(self) -> bytes:
         if self._closed:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-__all__ = ["SourceError", "start_body"]
+__all__ = ["Reader", "SourceError", "start_body"]
 
 log = logging.getLogger("wsgipipe.sources")
 
@@ -37,6 +37,42 @@ class SourceError(HTTPError):
     """A source failed: ``status_hint`` says how to answer before the first byte (502, 504)."""
 
     status_hint = 502
+
+
+class Reader:
+    """The iterator behind a source body; a failure, once raised, is raised on every call.
+
+    Subclasses give ``_next()`` (a chunk, or StopIteration at the end) and
+    ``close()``; ``_explained(exc)`` may turn a low-level error into the one
+    to report (a :class:`SourceError`, or :class:`ClientGone`).
+    """
+
+    _failure: BaseException | None = None
+
+    def __iter__(self) -> Reader:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._failure is not None:
+            raise self._failure  # primed and failed: the server's next() sees it again
+        try:
+            return self._next()
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self._failure = self._explained(exc)
+            if self._failure is exc:
+                raise
+            raise self._failure from exc
+
+    def _next(self) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _explained(self, exc: BaseException) -> BaseException:
+        return exc
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 def start_body(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ._body import Observed
 from ._client_watch import Watch, watch_client
 from ._errors import ClientGone
-from ._sources import SourceError
+from ._sources import Reader, SourceError
 from ._stream import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class UpstreamStream(Observed):
         )
 
 
-class _Upstream:
+class _Upstream(Reader):
     """The reader behind an UpstreamStream: request, read, release."""
 
     def __init__(
@@ -135,21 +135,6 @@ class _Upstream:
         self.response: BaseHTTPResponse | None = None
         self.complete = False
         self.watch = watch_client(environ) if environ is not None else None
-        self._failure: BaseException | None = None
-
-    def __iter__(self) -> _Upstream:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._failure is not None:
-            raise self._failure
-        try:
-            return self._next()
-        except StopIteration:
-            raise
-        except BaseException as exc:
-            self._failure = self._explained(exc)
-            raise self._failure from exc
 
     def _next(self) -> bytes:
         if self.watch is not None and self.watch.cut:
