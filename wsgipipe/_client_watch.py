@@ -89,6 +89,10 @@ class _Watcher:
     """
 
     def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Start afresh: no thread, nothing watched (also in a forked child)."""
         self._lock = threading.Lock()
         self._watches: set[Watch] = set()
         self._running = False
@@ -137,13 +141,11 @@ class _Watcher:
                 watch.check()
 
 
-_watchers: dict[int, _Watcher] = {}
+_WATCHER = _Watcher()
+# A forked worker starts with no thread and nothing to watch, whatever its
+# parent was doing (gunicorn forks workers from a process that may proxy).
+os.register_at_fork(after_in_child=_WATCHER.forget)
 
 
 def _watcher() -> _Watcher:
-    """This process's watcher (a forked worker gets its own thread)."""
-    pid = os.getpid()
-    found = _watchers.get(pid)
-    if found is None:
-        found = _watchers.setdefault(pid, _Watcher())
-    return found
+    return _WATCHER
