@@ -271,6 +271,17 @@ def test_client_leaving_a_silent_child_is_noticed_promptly(
 
 
 @pytest.mark.server
+def test_client_leaving_before_the_first_byte(server: GunicornServer, marks: Path) -> None:
+    sock = raw_request(server, "/mute")
+    child = int(read_mark(marks, "mute"))
+    sock.close()
+    assert wait_until(lambda: gone([child]), 1.0), "a child with no output outlived its client"
+    line = wait_for_transfer(server, "/mute")
+    assert " aborted 0/" in line and "client disconnected" in line
+    assert "Error handling request" not in server.log  # a routine disconnect, no traceback
+
+
+@pytest.mark.server
 def test_child_ignoring_sigterm_is_killed_after_grace(server: GunicornServer, marks: Path) -> None:
     sock, _ = start(server, "/stubborn", 1000)
     child = int(read_mark(marks, "stubborn"))

@@ -21,9 +21,16 @@ from pathlib import Path
 import pytest
 from webtest import TestApp
 
-from wsgipipe import FileChanged, ZipStream, zip_response
+from wsgipipe import FileChanged, FileErrors, Tee, TransferLog, ZipStream, sinks, zip_response
 from wsgipipe import _zip_format as fmt
-from wsgipipe.testing import GunicornServer, open_files, raw_request, wait_for_transfer, wait_until
+from wsgipipe.testing import (
+    GunicornServer,
+    TransferRecorder,
+    open_files,
+    raw_request,
+    wait_for_transfer,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = str(REPO / "gunicorn.conf.py")
@@ -90,6 +97,22 @@ def test_folder_archive_reads_back_exactly(
     assert 'filename="docs.zip"' in response.headers["Content-Disposition"]
     assert read_back(response.body) == files  # hidden entries and the link out are skipped
     unzip_ok(response.body, tmp_path)
+
+
+def test_works_under_file_errors_tee_and_transfer_log(
+    tree: tuple[Path, dict[str, bytes]],
+) -> None:
+    root, files = tree
+    digest = sinks.Digest("sha256")
+    recorder = TransferRecorder()
+
+    def app(environ: dict[str, object], start_response: object) -> Iterable[bytes]:
+        return zip_response(environ, start_response, root, folder="docs")  # type: ignore[arg-type]
+
+    client = TestApp(TransferLog(FileErrors(Tee(app, digest)), on_done=recorder), lint=True)
+    body = client.get("/").body
+    assert read_back(body) == files
+    assert recorder.last.outcome == "finished" and recorder.last.bytes_sent == len(body)
 
 
 def test_same_tree_same_bytes_and_etag(tree: tuple[Path, dict[str, bytes]]) -> None:

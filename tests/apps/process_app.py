@@ -42,6 +42,11 @@ while True:
 mark("silent", str(os.getpid()))
 out.write(b"s" * 1000); out.flush(); time.sleep(60)
 """,
+    # No output at all: the client leaves before the first byte.
+    "/mute": """
+mark("mute", str(os.getpid()))
+time.sleep(60)
+""",
     # Ignores SIGTERM: needs the SIGKILL after the grace period.
     "/stubborn": """
 signal.signal(signal.SIGTERM, lambda *a: mark("stubborn-term", str(time.monotonic())))
