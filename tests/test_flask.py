@@ -287,6 +287,16 @@ def test_under_gunicorn_a_range_is_zero_copy_too(server: GunicornServer, root: P
 
 
 @pytest.mark.server
+def test_the_offloading_worker_takes_the_response_too(root: Path) -> None:
+    env = {"WSGIPIPE_TEST_ROOT": str(root)}
+    worker = "wsgipipe.gunicorn.OffloadWorker"
+    with GunicornServer("flask_app:production()", worker_class=worker, cwd=APPS, env=env) as server:
+        assert _get(server, "/files/big.bin").endswith((root / "big.bin").read_bytes())
+        line = wait_for_transfer(server, "/files/big.bin", timeout=10)
+    assert f"200 finished {SIZE}/{SIZE} B" in line and "via=offload" in line, line
+
+
+@pytest.mark.server
 def test_under_gunicorn_file_errors_are_404_403_500(server: GunicornServer) -> None:
     for path, status in [("/read/missing.bin", 404), ("/forbidden", 403), ("/broken", 500)]:
         raw = _get(server, path)
