@@ -373,3 +373,20 @@ def test_the_docs_example_under_gunicorn(root: Path, doc_app: Path) -> None:
     assert f"200 finished {SIZE}/{SIZE} B" in big and "via=sendfile" in big, big
     assert "404 finished 14/14 B" in missing, missing
     assert "wsgipipe.file_errors 404 for GET /files/nothing.bin: FileNotFoundError" in log
+
+
+def test_a_hook_that_turns_the_response_into_a_304_closes_the_file_once(
+    root: Path, no_leaked_files: LeakCheck
+) -> None:
+    app = flask_app.create_app(root)
+    closed: list[int] = []
+
+    @app.after_request
+    def not_modified(response: flask.Response) -> flask.Response:
+        response.call_on_close(lambda: closed.append(1))
+        response.status_code = 304
+        return response
+
+    response = TestApp(app, lint=True).get("/files/big.bin", status=304)
+    assert response.body == b""
+    assert closed == [1]

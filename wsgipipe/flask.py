@@ -28,9 +28,10 @@ import flask
 from werkzeug.security import safe_join
 
 from . import _record
+from ._body import Body
 from ._file_errors import FileErrors
 from ._response import file_response
-from ._stream import FileStream, server_body
+from ._stream import server_body
 from ._transfer_log import TransferLog
 from ._view_errors import MAPPED, answer_for
 
@@ -57,12 +58,14 @@ class FileResponse(flask.Response):
 
     def get_app_iter(self, environ: WSGIEnvironment) -> Iterable[bytes]:
         body = self.response
-        if not self.direct_passthrough or not hasattr(body, "on_close"):
-            return super().get_app_iter(environ)
-        body.on_close(lambda _body: self.close())  # close() is idempotent on bodies
-        if isinstance(body, FileStream) and self._sends_content(environ):
-            return server_body(environ, body)
-        return super().get_app_iter(environ)
+        if not (
+            self.direct_passthrough and isinstance(body, Body) and self._sends_content(environ)
+        ):
+            return super().get_app_iter(environ)  # closes this response, callbacks included
+        # The server will close the body, never this response: its close()
+        # (a no-op on the closed body) then runs the call_on_close callbacks.
+        body.on_close(lambda _body: self.close())
+        return server_body(environ, body)  # a FileStream goes to wsgi.file_wrapper
 
     def _sends_content(self, environ: WSGIEnvironment) -> bool:
         # RFC 9110 §9.3.2 and §15.4.5: HEAD and 304 carry no content; an
