@@ -166,11 +166,11 @@ def marks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("marks")
 
 
-@pytest.fixture(scope="module")
-def server(marks: Path) -> Iterator[GunicornServer]:
+@pytest.fixture(scope="module", params=["gthread", "sync"])
+def server(marks: Path, request: pytest.FixtureRequest) -> Iterator[GunicornServer]:
     with GunicornServer(
         "process_app:app",
-        worker_class="gthread",
+        worker_class=request.param,
         threads=4,
         cwd=APPS,
         env={"WSGIPIPE_TEST_MARKS": str(marks)},
@@ -187,6 +187,12 @@ def worker(server: GunicornServer) -> psutil.Process:
 def pipes(pid: int) -> int:
     fds = Path(f"/proc/{pid}/fd")
     return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("pipe:"))
+
+
+def clear(marks: Path, *names: str) -> None:
+    """Remove the marks an earlier run (the other worker class) left."""
+    for name in names:
+        (marks / name).unlink(missing_ok=True)
 
 
 def read_mark(marks: Path, name: str) -> str:
@@ -226,6 +232,7 @@ def start(server: GunicornServer, path: str, want: int) -> tuple[object, float]:
 def test_abort_mid_stream_leaves_no_child_zombie_or_pipe(
     server: GunicornServer, marks: Path
 ) -> None:
+    clear(marks, "endless")
     pid = worker(server).pid
     baseline = pipes(pid)
     sock, _ = start(server, "/endless", 300_000)
@@ -244,7 +251,7 @@ def test_abort_mid_stream_leaves_no_child_zombie_or_pipe(
 
 @pytest.mark.server
 def test_stalled_client_is_cut_and_the_child_ended(server: GunicornServer, marks: Path) -> None:
-    (marks / "endless").unlink(missing_ok=True)
+    clear(marks, "endless")
     before = len(transfer_lines(server.log, "/endless"))
     sock = raw_request(server, "/endless")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -260,29 +267,34 @@ def test_stalled_client_is_cut_and_the_child_ended(server: GunicornServer, marks
 def test_client_leaving_a_silent_child_is_noticed_promptly(
     server: GunicornServer, marks: Path
 ) -> None:
+    clear(marks, "silent")
+    before = len(transfer_lines(server.log, "/silent"))
     sock, _ = start(server, "/silent", 1000)
     child = int(read_mark(marks, "silent"))
     sock.close()  # type: ignore[attr-defined]
     # Nothing is written while the child is silent, so no write fails:
     # only the poll on the client socket can see the disconnect.
     assert wait_until(lambda: gone([child]), 1.0), "a silent child outlived its client"
-    line = wait_for_transfer(server, "/silent")
+    line = wait_for_transfer(server, "/silent", count=before + 1)
     assert " 200 aborted " in line and "client disconnected" in line
 
 
 @pytest.mark.server
 def test_client_leaving_before_the_first_byte(server: GunicornServer, marks: Path) -> None:
+    clear(marks, "mute")
+    before = len(transfer_lines(server.log, "/mute"))
     sock = raw_request(server, "/mute")
     child = int(read_mark(marks, "mute"))
     sock.close()
     assert wait_until(lambda: gone([child]), 1.0), "a child with no output outlived its client"
-    line = wait_for_transfer(server, "/mute")
+    line = wait_for_transfer(server, "/mute", count=before + 1)
     assert " aborted 0/" in line and "client disconnected" in line
     assert "Error handling request" not in server.log  # a routine disconnect, no traceback
 
 
 @pytest.mark.server
 def test_child_ignoring_sigterm_is_killed_after_grace(server: GunicornServer, marks: Path) -> None:
+    clear(marks, "stubborn", "stubborn-term")
     sock, _ = start(server, "/stubborn", 1000)
     child = int(read_mark(marks, "stubborn"))
     sock.close()  # type: ignore[attr-defined]

@@ -77,6 +77,9 @@ class DyingUpstream:
             if b" /hang " in head:
                 conn.recv(1)  # until the proxy gives up
                 return
+            if b"/echo" in head.split(b"\r\n", 1)[0]:
+                self._echo(conn, head)
+                return
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                 + f"Content-Length: {self.LENGTH}\r\n\r\n".encode()
@@ -85,6 +88,17 @@ class DyingUpstream:
             time.sleep(0.2)
             # SO_LINGER 0: close with a reset, as a killed process's socket does.
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    @staticmethod
+    def _echo(conn: socket.socket, data: bytes) -> None:
+        """Answer with the request head (as the proxy sent it) and its body."""
+        head, _, body = data.partition(b"\r\n\r\n")
+        match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        while match and len(body) < int(match.group(1)):
+            body += conn.recv(65536)
+        reply = head + b"\r\n\r\n" + body
+        start = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+        conn.sendall(start % len(reply) + reply)
 
     def close(self) -> None:
         self.listener.close()
@@ -227,6 +241,32 @@ def test_closing_early_discards_the_half_read_connection(upstream: GunicornServe
     body.close()  # type: ignore[attr-defined]
     assert proxy.pool.pool is not None and proxy.pool.pool.qsize() == 2
     assert wait_for_transfer(upstream, "/big.bin", count=before + 1).split()[3] == "aborted"
+
+
+def test_request_body_and_headers_reach_the_upstream(dying: DyingUpstream) -> None:
+    client = TestApp(Proxy(dying.url + "/base"), lint=True)
+    response = client.post(
+        "/echo/a%20b?x=1",
+        params=b"payload " * 10_000,
+        headers={"Content-Type": "application/x-thing", "Connection": "X-Drop", "X-Drop": "1"},
+        extra_environ={"REMOTE_ADDR": "192.0.2.7", "HTTP_HOST": "front.example"},
+    )
+    head, _, body = response.body.partition(b"\r\n\r\n")
+    assert body == b"payload " * 10_000
+    assert head.startswith(b"POST /base/echo/a%20b?x=1 HTTP/1.1\r\n")
+    lowered = head.lower()
+    assert b"\r\ncontent-type: application/x-thing" in lowered
+    assert b"\r\nx-forwarded-for: 192.0.2.7" in lowered
+    assert b"\r\nx-forwarded-host: front.example" in lowered
+    assert f"\r\nhost: 127.0.0.1:{dying.port}".encode() in lowered
+    assert b"x-drop" not in lowered  # named in Connection: one hop only
+
+
+@pytest.mark.server
+def test_head_is_forwarded(upstream: GunicornServer) -> None:
+    response = TestApp(Proxy(upstream.url), lint=True).head("/small.txt")
+    assert response.headers["Content-Length"] == str(len(SMALL))
+    assert response.body == b""
 
 
 def test_upstream_refusing_connections_is_502() -> None:
