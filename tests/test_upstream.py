@@ -77,6 +77,11 @@ class DyingUpstream:
             if b" /hang " in head:
                 conn.recv(1)  # until the proxy gives up
                 return
+            if b"/noreason" in head.split(b"\r\n", 1)[0]:
+                conn.sendall(
+                    b"HTTP/1.1 299\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+                )
+                return
             if b"/echo" in head.split(b"\r\n", 1)[0]:
                 self._echo(conn, head)
                 return
@@ -260,6 +265,11 @@ def test_request_body_and_headers_reach_the_upstream(dying: DyingUpstream) -> No
     assert b"\r\nx-forwarded-host: front.example" in lowered
     assert f"\r\nhost: 127.0.0.1:{dying.port}".encode() in lowered
     assert b"x-drop" not in lowered  # named in Connection: one hop only
+
+
+def test_a_status_without_reason_phrase_gets_one(dying: DyingUpstream) -> None:
+    response = TestApp(Proxy(dying.url), lint=True).get("/noreason", status=299)
+    assert response.status == "299 Unknown" and response.body == b"ok"
 
 
 @pytest.mark.server

@@ -17,6 +17,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 from contextvars import ContextVar
+from http import HTTPStatus
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
 
@@ -110,9 +111,16 @@ class UpstreamStream(Observed):
         response = self.upstream.response
         if response is None:
             return None
-        return f"{response.status} {response.reason or ''}".rstrip(), end_to_end(
-            response.headers.iteritems()
-        )
+        # PEP 3333 wants "code reason"; an upstream may send no reason phrase.
+        reason = response.reason or _phrase(response.status)
+        return f"{response.status} {reason}", end_to_end(response.headers.iteritems())
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 class _Upstream(Reader):
