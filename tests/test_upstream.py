@@ -8,7 +8,9 @@ process plays the upstream that dies mid-body or never answers.
 from __future__ import annotations
 
 import http.client
+import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -143,8 +145,27 @@ def dying() -> Iterator[DyingUpstream]:
 
 
 @pytest.fixture(scope="module")
-def proxy(upstream: GunicornServer, dying: DyingUpstream) -> Iterator[GunicornServer]:
-    env = {"WSGIPIPE_UPSTREAM": upstream.url, "WSGIPIPE_UPSTREAM_2": dying.url}
+def doomed(root: Path) -> Iterator[GunicornServer]:
+    """A second example app, for the test that kills its worker mid-body."""
+    with GunicornServer(
+        "examples.app:app",
+        worker_class="sync",
+        cwd=REPO,
+        env={"WSGIPIPE_ROOT": str(root)},
+        config=CONFIG,
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    upstream: GunicornServer, dying: DyingUpstream, doomed: GunicornServer
+) -> Iterator[GunicornServer]:
+    env = {
+        "WSGIPIPE_UPSTREAM": upstream.url,
+        "WSGIPIPE_UPSTREAM_2": dying.url,
+        "WSGIPIPE_UPSTREAM_3": doomed.url,
+    }
     with GunicornServer(
         "proxy_app:app", worker_class="gthread", threads=4, cwd=APPS, env=env, config=CONFIG
     ) as server:
@@ -318,7 +339,25 @@ def test_downstream_abort_reaches_the_upstream_as_aborted(
 
 
 @pytest.mark.server
-def test_upstream_killed_mid_body_aborts_the_downstream(proxy: GunicornServer) -> None:
+def test_upstream_process_killed_mid_body_aborts_the_downstream(
+    proxy: GunicornServer, doomed: GunicornServer
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.request("GET", "/third/limit/big.bin?rate=1M")  # 16 MiB at 1 MiB/s: long enough
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.read(200_000)
+    [worker] = doomed.worker_pids()
+    os.kill(worker, signal.SIGKILL)  # the upstream dies mid-body
+    with pytest.raises(http.client.IncompleteRead):
+        response.read()
+    conn.close()
+    line = wait_for_transfer(proxy, "/third/limit/big.bin")
+    assert " 200 failed " in line and "UpstreamError" in line
+
+
+@pytest.mark.server
+def test_upstream_reset_mid_body_aborts_the_downstream(proxy: GunicornServer) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
     conn.request("GET", "/second/die")
     response = conn.getresponse()

@@ -1,7 +1,8 @@
 """A WSGI app for the upstream source's real-server tests (gunicorn runs it from this folder).
 
 ``/up/<path>`` goes to ``WSGIPIPE_UPSTREAM``, ``/second/<path>`` to
-``WSGIPIPE_UPSTREAM_2`` (a test's own socket server); ``/_pool`` reports
+``WSGIPIPE_UPSTREAM_2`` (a test's own socket server), ``/third/<path>`` to
+``WSGIPIPE_UPSTREAM_3`` (an upstream the test kills); ``/_pool`` reports
 the first pool's state: idle slots, connections made, requests sent.
 """
 
@@ -21,6 +22,7 @@ READ_TIMEOUT = float(os.environ.get("WSGIPIPE_TEST_READ_TIMEOUT", "30"))
 
 first = Proxy(os.environ["WSGIPIPE_UPSTREAM"], maxsize=MAXSIZE, read_timeout=READ_TIMEOUT)
 second = Proxy(os.environ["WSGIPIPE_UPSTREAM_2"], maxsize=MAXSIZE, read_timeout=READ_TIMEOUT)
+third = Proxy(os.environ["WSGIPIPE_UPSTREAM_3"], maxsize=MAXSIZE, read_timeout=READ_TIMEOUT)
 
 
 def pool_state(start_response: StartResponse) -> list[bytes]:
@@ -35,7 +37,7 @@ def dispatch(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
     path = environ.get("PATH_INFO", "")
     if path == "/_pool":
         return pool_state(start_response)
-    for prefix, proxy in (("/up", first), ("/second", second)):
+    for prefix, proxy in (("/up", first), ("/second", second), ("/third", third)):
         if path.startswith(prefix + "/"):
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
             environ["PATH_INFO"] = path[len(prefix) :]
