@@ -33,9 +33,19 @@ class H2Client:
     """One HTTP/2 connection to 127.0.0.1 (prior knowledge, or TLS with ALPN)."""
 
     def __init__(
-        self, port: int, *, window: int = 65535, tls: bool = False, timeout: float = 10.0
+        self,
+        port: int,
+        *,
+        window: int = 65535,
+        tls: bool = False,
+        rcvbuf: int | None = None,
+        timeout: float = 10.0,
     ) -> None:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        raw = socket.socket()
+        if rcvbuf is not None:  # a reader that stops fills the server's socket soon
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(timeout)
+        raw.connect(("127.0.0.1", port))
         if tls:
             context = ssl.create_default_context()
             context.check_hostname = False

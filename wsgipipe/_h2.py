@@ -29,6 +29,7 @@ else degrades to "no stream": plain HTTP/1 behaviour.
 from __future__ import annotations
 
 import select
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
@@ -159,7 +160,9 @@ class Stream:
         if self.ended:
             return
         # No END_STREAM: whatever the body thinks, the client got a cut stream.
-        body.abort(self.over() or "stream not ended")
+        body.abort(
+            self.cut or _write_timeout(self.stall_reason) or self.over() or "stream not ended"
+        )
         if body.outcome in (None, "finished"):
             body.outcome = "aborted"
 
@@ -174,6 +177,20 @@ class Stream:
             return bool(poller.poll(0))
         except (OSError, ValueError):
             return False
+
+
+def _write_timeout(stall_reason: str | None) -> str | None:
+    """The reason when gunicorn's socket write timed out (called while its error unwinds).
+
+    gunicorn's writes inherit the socket timeout of its last read (the
+    keep-alive timeout, or the stream limit while a body was read), and
+    Python bounds a whole ``sendall`` by it: a client whose socket took no
+    bytes for that long loses the connection, as if it had left.
+    """
+    exc = sys.exc_info()[1]
+    if exc is None or not isinstance(exc.__context__, TimeoutError):
+        return None
+    return stall_reason or "send timeout"
 
 
 def stream_of(environ: WSGIEnvironment) -> Stream | None:
@@ -226,7 +243,7 @@ class Guarded:
         stream = self.stream
         stream.writing = False  # gunicorn asks for more: what it had is written
         stream.poll()
-        reason = stream.over() or stream.cut
+        reason = stream.cut or stream.over()
         if reason is None:
             try:
                 chunk = self._piece()

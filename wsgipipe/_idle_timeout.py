@@ -197,10 +197,10 @@ class _Watch:
         reason = self.progress.progress(acked, now, pending=pending)
         if reason is not None:
             self.cut = reason
-            if self.h2 is not None and not queued:
+            if self.h2 is not None:
                 self.h2.cut = reason  # the worker thread resets this stream alone
-            else:
-                _shutdown(self.sock)
+            if self.h2 is None or queued:
+                _shutdown(self.sock)  # a full socket: nothing else reaches the client
 
 
 def _shutdown(sock: socket.socket) -> None:

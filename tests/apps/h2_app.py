@@ -1,7 +1,8 @@
 """A WSGI app for the HTTP/2 and TLS tests (run by gunicorn from this folder).
 
 Files from ``WSGIPIPE_TEST_ROOT`` through TransferLog and IdleTimeout
-(``H2_IDLE_TIMEOUT`` seconds, minimum rate ``H2_MIN_RATE``, off by default).
+(``H2_IDLE_TIMEOUT`` seconds; minimum rate ``H2_MIN_RATE``, off by default,
+after ``H2_GRACE`` seconds).
 Routes:
 
 * ``/file/<name>``: the file as a FileStream;
@@ -49,5 +50,6 @@ app = TransferLog(
         FileErrors(routes),
         float(os.environ.get("H2_IDLE_TIMEOUT", "30")),
         min_rate=os.environ.get("H2_MIN_RATE") or None,
+        grace=float(os.environ.get("H2_GRACE", "5")),
     )
 )
