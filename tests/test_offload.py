@@ -10,6 +10,7 @@ it has threads are in flight.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 import time
@@ -247,3 +248,21 @@ def test_too_slow_reader_cut_by_the_min_rate(root: Path) -> None:
     # RST: the client reads what its small buffer holds (a few seconds at this
     # pace), then the reset, instead of being fed megabytes still queued.
     assert ended and ended[0] < took + 5, "the client is cut, not fed the queue"
+
+
+def test_file_shrunk_mid_transfer_closes_the_connection(root: Path) -> None:
+    """sendfile reaching a new end of file never leaves a short body on a kept-alive connection."""
+    path = root / "shrink.bin"
+    path.write_bytes(b"s" * (32 << 20))
+    with example_server(root) as server, request(server.port, "/shrink.bin") as sock:
+        head = read_head(sock)
+        assert head.status == 200 and head.length == 32 << 20
+        os.truncate(path, 8 << 20)
+        got = len(head.rest)
+        with suppress(ConnectionResetError):
+            while chunk := sock.recv(1 << 20):
+                got += len(chunk)
+        line = wait_for_transfer(server, "/shrink.bin")
+        assert released(server, root, 1)
+    assert got < 32 << 20, "the client sees a cut, not a short body followed by more"
+    assert " 200 failed " in line and "FileChanged" in line and "via=offload" in line, line
