@@ -211,6 +211,14 @@ class TestFallsBack:
         line = wait_for_transfer(server, logged, count=before + 1)
         assert " 200 finished " in line and f"via={via}" in line, line
 
+    def test_no_sendfile_setting(self, root: Path) -> None:
+        with example_server(root, args=["--no-sendfile"]) as server:
+            with request(server.port, "/big.bin", "Range: bytes=0-1048575", close=True) as sock:
+                status, _, body, _ = read_response(sock)
+            line = wait_for_transfer(server, "/big.bin")
+        assert status == 206 and len(body) == 1 << 20
+        assert " 206 finished 1048576/1048576 B" in line and "via=python" in line, line
+
     def test_tee(self, root: Path) -> None:
         with example_server(root, env={"WSGIPIPE_TEE": "sha256"}) as server:
             with request(server.port, "/big.bin", close=True) as sock:
@@ -266,3 +274,42 @@ def test_file_shrunk_mid_transfer_closes_the_connection(root: Path) -> None:
         assert released(server, root, 1)
     assert got < 32 << 20, "the client sees a cut, not a short body followed by more"
     assert " 200 failed " in line and "FileChanged" in line and "via=offload" in line, line
+
+
+def test_many_concurrent_transfers_are_exact(server: GunicornServer, root: Path) -> None:
+    """Forty downloads at once, read at different paces: every byte right, every line exact."""
+    size = 2 << 20
+    with open(root / "big.bin", "rb") as f:
+        expected = [hashlib.sha256(f.read(size)).digest()]
+        f.seek(size)
+        expected.append(hashlib.sha256(f.read(size)).digest())
+    before = count(server, "/big.bin")
+    results: list[bool] = []
+
+    def fetch(i: int) -> None:
+        start = (i % 2) * size
+        header = f"Range: bytes={start}-{start + size - 1}"
+        with request(server.port, "/big.bin", header, close=True) as sock:
+            sock.settimeout(20)
+            status, _, body, _ = read_response(sock) if i % 4 else slow_read(sock)
+        results.append(status == 206 and hashlib.sha256(body).digest() == expected[i % 2])
+
+    clients = [threading.Thread(target=fetch, args=(i,)) for i in range(40)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(30)
+    assert results == [True] * 40
+    assert wait_until(lambda: count(server, "/big.bin") >= before + 40, 10)
+    lines = transfer_lines(server.log, "/big.bin")[before:]
+    assert all(f" 206 finished {size}/{size} B" in x and "via=offload" in x for x in lines), lines
+    assert released(server, root, 1)
+
+
+def slow_read(sock: socket.socket) -> tuple[int, dict[str, str], bytes, bytes]:
+    """read_response in small bites, so that the server sees many full sockets."""
+    data = b""
+    while len(data) < (2 << 20) + 4096 and (chunk := sock.recv(16384)):
+        data += chunk
+        time.sleep(0.0005)
+    return read_response(sock, data)

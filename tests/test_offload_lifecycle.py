@@ -294,6 +294,36 @@ class TestFallbacks:
         assert " 206 finished 1048576/1048576 B" in line and "via=python" in line, line
 
 
+HOOKS = """
+import sys
+exec(open({conf!r}).read())
+
+
+def post_request(worker, req, environ, resp):
+    print(f"post_request {{req.path}} sent={{resp.sent}}", file=sys.stderr, flush=True)
+"""
+
+
+def test_post_request_sees_the_real_ending(root: Path, tmp_path: Path) -> None:
+    config = tmp_path / "hooks.py"
+    config.write_text(HOOKS.format(conf=str(REPO / "gunicorn.conf.py")))
+    with example(root, config=str(config)) as server:
+        with request(server.port, "/big.bin", close=True) as sock:
+            assert read_all(sock) > BIG
+        assert server.wait_for_log(f"post_request /big.bin sent={BIG}", 10)
+        with request(server.port, "/big.bin") as sock:
+            assert read_head(sock).status == 200
+        assert server.wait_for_log("post_request /big.bin", 10, count=2)
+        log = server.log
+    ended = [line for line in log.splitlines() if "transfer_log GET /big.bin" in line]
+    hooks = [line for line in log.splitlines() if line.startswith("post_request")]
+    assert len(ended) == 2 and " aborted " in ended[1], ended
+    sent = int(hooks[1].rpartition("=")[2])
+    assert 0 < sent < BIG and f"aborted {sent}/{BIG} B" in ended[1], (hooks, ended)
+    # Each hook ran after its transfer line: when the transfer had really ended.
+    assert log.index(ended[0]) < log.index(hooks[0]) < log.index(ended[1]) < log.index(hooks[1])
+
+
 SABOTAGE = """
 exec(open({conf!r}).read())
 
