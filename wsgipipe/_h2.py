@@ -151,20 +151,19 @@ class Stream:
 
     def settle(self, body: Body) -> None:
         """Make ``body`` say what this stream carried, before its close callbacks run."""
+        reason = None
+        if not self.ended:
+            # No END_STREAM: whatever the body thinks, the client got a cut stream.
+            reason = self.cut or _write_timeout(self.stall_reason) or self.over()
         if self.stall_reason is not None:
             # The next stream of the connection gets gunicorn's own limit back.
             self.conn.stream_timeout = self._saved_timeout
-            self.stall_reason = None if self.over() is None else self.stall_reason
-        body.bytes_sent = self.sent
-        body._pending = 0
-        if self.ended:
-            return
-        # No END_STREAM: whatever the body thinks, the client got a cut stream.
-        body.abort(
-            self.cut or _write_timeout(self.stall_reason) or self.over() or "stream not ended"
-        )
-        if body.outcome in (None, "finished"):
-            body.outcome = "aborted"
+        # The DATA bytes framed settle any chunk the body counts as pending.
+        body.bytes_sent, body._pending = self.sent, 0
+        if not self.ended:
+            body.abort(reason or "stream not ended")
+            if body.outcome in (None, "finished"):
+                body.outcome = "aborted"
 
     def _readable(self) -> bool:
         sock = self.conn.sock
