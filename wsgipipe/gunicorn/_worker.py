@@ -82,7 +82,7 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
             if self.alive:
                 self.log.error("offload sender died (%r); restarting worker", self.sender.failure)
             self.alive = False
-        elif self.sender.stuck_for(now) > self.timeout / 2:
+        elif self.sender.stuck_for(now) > self.cfg.timeout / 2:
             # A sendfile blocked on a slow disk blocks every transfer: stop
             # the heartbeat so the arbiter replaces this worker.
             if not self._stuck_logged:
@@ -170,8 +170,8 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
         started: datetime,
     ) -> Handoff | None:
         found = offloadable(conn, resp, respiter, environ)
-        if found is None or not self.sender.running:
-            return None
+        if found is None or not self.sender.running or self._cut:
+            return None  # after the shutdown cut, what is left runs on the thread
         resp.send_headers()
         body = body_of(respiter)
         if body is not None:
