@@ -89,6 +89,7 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
                 self.log.error("offload sender stuck for %.0fs", self.sender.stuck_for(now))
                 self._stuck_logged = True
             return
+        self._stuck_logged = False
         super().notify()
 
     def _cut_when_due(self, now: float) -> None:
