@@ -359,6 +359,37 @@ class TestSenderFailure:
             assert small(server.port) == INDEX
 
 
+STUCK = """
+exec(open({conf!r}).read())
+
+
+def post_worker_init(worker):
+    import time
+    from wsgipipe.gunicorn import _sender
+
+    def block(job):  # as sendfile does on a disk that does not answer
+        time.sleep(60)
+
+    _sender.Job.pump = block
+"""
+
+
+def test_a_stuck_sender_stops_the_heartbeat(root: Path, tmp_path: Path) -> None:
+    config = tmp_path / "stuck.py"
+    config.write_text(STUCK.format(conf=str(REPO / "gunicorn.conf.py")))
+    server = example(root, "--timeout", "4", config=str(config))
+    server.timeout = 4
+    with server:
+        (first,) = server.worker_pids()
+        with request(server.port, "/big.bin") as sock:
+            assert read_head(sock).status == 200
+            assert server.wait_for_log("offload sender stuck for", 10)
+            assert wait_until(lambda: first not in server.worker_pids(), 10), server.log[-2000:]
+        assert "WORKER TIMEOUT" in server.log  # the arbiter replaced it
+        assert server.wait_for_log(r"wsgipipe-testing: worker \d+ booted", 10, count=2)
+        assert small(server.port) == INDEX
+
+
 def test_rlimit_nofile_is_raised_or_warned() -> None:
     code = textwrap.dedent(
         """
