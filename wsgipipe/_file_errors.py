@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ._body import Body, close_all
 from ._error_response import error_response, status_for
-from ._errors import ClientGone, HTTPError
+from ._errors import ClientGone, HTTPError, WsgipipeError
 from ._h2 import gone
 from ._handoff import observe
 from ._log_text import request_target
@@ -128,7 +128,13 @@ class FileErrors:
 
 
 def _log_late_failure(body: Body) -> None:
-    if body.outcome == "failed" and body.error is not None:
+    if body.outcome != "failed" or body.error is None:
+        return
+    if isinstance(body.error, WsgipipeError):
+        # wsgipipe's own errors (a file that changed mid-transfer) say what
+        # happened in their message; a traceback would only add noise.
+        log.warning("transfer failed after the first byte; the server aborts it: %s", body.error)
+    else:
         log.error("transfer failed after the first byte; the server aborts it", exc_info=body.error)
 
 

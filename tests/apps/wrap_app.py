@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 ROOT = os.environ.get("WSGIPIPE_TEST_ROOT", ".")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "plain_django.settings")
+os.environ["DJANGO_SETTINGS_MODULE"] = (
+    "plain_django.settings"  # its own process: never inherit another project's
+)
 
 
 def _not_found(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

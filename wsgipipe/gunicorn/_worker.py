@@ -27,6 +27,7 @@ from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
+from .._errors import WsgipipeError
 from ._limits import check_nofile, check_version
 from ._sender import Job, Sender
 from ._transfer import Handoff, body_of, close_now, offloadable
@@ -235,6 +236,11 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
             self.log.access(job.resp, job.req, job.environ, datetime.now() - job.started)
             if hasattr(job.respiter, "close"):
                 job.respiter.close()
+        except WsgipipeError as exc:
+            # Expected endings raised on purpose (a file that shrank): the
+            # connection must close, and the message says why.
+            self.log.warning("Closing an offloaded response: %s", exc)
+            reusable = False
         except Exception:
             self.log.exception("Error closing an offloaded response")
             reusable = False
