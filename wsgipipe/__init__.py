@@ -42,7 +42,7 @@ from ._transfer_log import TransferLog
 from ._upstream import UpstreamError, UpstreamStream, UpstreamTimeout
 from ._zip import ZipStream, zip_response
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _compat.install()
 
