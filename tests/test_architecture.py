@@ -28,7 +28,7 @@ LAYERS: dict[str, list[str]] = {
     # The body contract and what a response says about a file.
     "bodies": ["_body", "_entity", "_h2", "_connection", "sinks"],
     # Concrete bodies: files, file parts, other sources, the client probe.
-    "sources": ["_stream", "_file_bodies", "_sources", "_client_watch"],
+    "sources": ["_stream", "_file_open", "_file_bodies", "_sources", "_client_watch"],
     # Observing a result and handing it to the server (zero-copy or not).
     "hand-off": ["_handoff", "_upstream", "_process", "_logging"],
     # Deciding a response for one file.

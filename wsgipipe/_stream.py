@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING
 
 from ._body import Body, server_wrapper
 from ._errors import FileChanged, HTTPError
-from ._files import OPEN_FLAGS
+from ._file_open import Source, fileno_of, measure, open_source, sendfile_fd
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -33,8 +33,6 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "FileStream", "server_body"]
 #: 64 KiB: large enough that per-chunk Python overhead is noise next to the
 #: copy, small enough to keep memory flat with many transfers at once.
 DEFAULT_CHUNK_SIZE = 64 * 1024
-
-Source = str | os.PathLike[str] | IO[bytes]
 
 
 class FileStream(Body):
@@ -97,7 +95,7 @@ class FileStream(Body):
         if self._closed:
             raise ValueError("I/O operation on a closed FileStream")
         self._opened = True
-        self._file = self._open_source()
+        self._file = open_source(self._source)
         self._measure(self._file)
         return self
 
@@ -109,55 +107,16 @@ class FileStream(Body):
         if not self._opened:
             self.open()
 
-    def _open_source(self) -> IO[bytes]:
-        if not isinstance(self._source, (str, os.PathLike)):
-            return self._source
-        # O_NONBLOCK so that a FIFO cannot hang the worker in open(2); it is
-        # cleared right after for whatever we read.
-        fd = os.open(self._source, OPEN_FLAGS)
-        try:
-            os.set_blocking(fd, True)
-            return io.FileIO(fd, "rb", closefd=True)
-        except BaseException:
-            os.close(fd)
-            raise
-
     def _measure(self, f: IO[bytes]) -> None:
         # Size and validators come from fstat on the descriptor we will read,
         # never from a second stat(path) that could see another file.
-        fileno = _fileno(f)
+        fileno = fileno_of(f)
         st = os.fstat(fileno) if fileno is not None else None
         self._stat = st
-        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0:
-            self._fd = fileno
-            total: int | None = st.st_size
-        elif _seekable(f) and not (st is not None and stat.S_ISREG(st.st_mode)):
-            total = f.seek(0, os.SEEK_END)  # BytesIO and friends
-        else:
-            total = None  # pipes, sockets, zero-size /proc files: read to EOF
-        if self.offset:
-            if not _seekable(f):
-                raise ValueError("offset needs a seekable source")
-            f.seek(self.offset)
-        elif total is not None and _seekable(f):
-            f.seek(0)
-        if total is not None:
-            available = max(total - self.offset, 0)
-            self._remaining = available if self._want is None else min(self._want, available)
-            self._end = self.offset + self._remaining
-        elif self._want is not None:
-            self._remaining = self._want
-        self._settle_unknown_size(f, st)
-
-    def _settle_unknown_size(self, f: IO[bytes], st: os.stat_result | None) -> None:
-        # A regular file that reports 0 bytes is either empty or a pseudo-file
-        # (/proc, /sys) whose size is only known by reading it. Peek once.
-        if self._remaining is not None or st is None or not stat.S_ISREG(st.st_mode):
-            return
-        self._first = f.read(self.chunk_size) or b""
-        if not self._first:
-            self._remaining = 0
-            self._end = self.offset
+        self._fd = sendfile_fd(fileno, st)
+        self._remaining, self._end, self._first = measure(
+            f, st, offset=self.offset, want=self._want, chunk_size=self.chunk_size
+        )
 
     # -- metadata ---------------------------------------------------------
     @property
@@ -370,20 +329,6 @@ class FileStream(Body):
 
     def __repr__(self) -> str:
         return f"<FileStream {self.name!r} sent={self.bytes_sent} outcome={self.outcome}>"
-
-
-def _fileno(f: IO[bytes]) -> int | None:
-    try:
-        return f.fileno()
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return None
-
-
-def _seekable(f: IO[bytes]) -> bool:
-    try:
-        return bool(f.seekable())
-    except (AttributeError, OSError, ValueError):
-        return False
 
 
 def server_body(environ: WSGIEnvironment, result: Iterable[bytes]) -> Iterable[bytes]:
