@@ -24,7 +24,7 @@ LAYERS: dict[str, list[str]] = {
     # Leaves: import nothing from wsgipipe.
     "leaves": ["_errors", "_files", "_log_text", "_live_slots", "_compat", "_zip_format"],
     # Pure rules and the per-request record: HTTP, statuses, pace, errors as responses.
-    "rules": ["_http", "_record", "_error_response", "_pace", "_static_rules"],
+    "rules": ["_ranges", "_http", "_record", "_error_response", "_pace", "_static_rules"],
     # The body contract and what a response says about a file.
     "bodies": ["_body", "_entity", "_h2", "_connection", "sinks"],
     # Concrete bodies: files, file parts, other sources, the client probe.
