@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from . import sinks
 from ._errors import ConfigurationError
@@ -37,6 +37,7 @@ from ._transfer_log import TransferLog
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "folder_app", "parse_tee", "stack", "static_app"]
 
@@ -72,6 +73,18 @@ def parse_tee(spec: str | Iterable[str]) -> list[object]:
     return found
 
 
+class StackOptions(TypedDict, total=False):
+    """The keyword options of :func:`stack`, which :func:`folder_app` passes on."""
+
+    tee: str | Iterable[str]
+    idle_timeout: float | None
+    limit_rate: str | float | None
+    min_rate: str | float | None
+    metrics: bool
+    live: bool | Live
+    live_token: str | None
+
+
 def stack(
     app: WSGIApplication,
     *,
@@ -104,28 +117,12 @@ def stack(
     return observed(TransferLog(app), metrics=metrics, live=live, live_token=live_token)
 
 
-def folder_app(
-    root: str | os.PathLike[str],
-    *,
-    tee: str | Iterable[str] = (),
-    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-    limit_rate: str | float | None = None,
-    min_rate: str | float | None = DEFAULT_MIN_RATE,
-    metrics: bool = False,
-    live: bool | Live = False,
-    live_token: str | None = None,
-) -> WSGIApplication:
-    """The app ``wsgipipe serve DIR`` runs: files under ``root`` through :func:`stack`."""
-    return stack(
-        static_app(root),
-        tee=tee,
-        idle_timeout=idle_timeout,
-        limit_rate=limit_rate,
-        min_rate=min_rate,
-        metrics=metrics,
-        live=live,
-        live_token=live_token,
-    )
+def folder_app(root: str | os.PathLike[str], **options: Unpack[StackOptions]) -> WSGIApplication:
+    """The app ``wsgipipe serve DIR`` runs: files under ``root`` through :func:`stack`.
+
+    The keyword options are :func:`stack`'s, with the same defaults.
+    """
+    return stack(static_app(root), **options)
 
 
 def static_app(root: str | os.PathLike[str], *, index: str = "index.html") -> WSGIApplication:
