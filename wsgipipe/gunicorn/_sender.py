@@ -22,7 +22,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from queue import Empty, SimpleQueue
 from typing import Literal
@@ -190,11 +190,7 @@ class Sender:
                 pass
         except BlockingIOError:
             pass
-        while True:
-            try:
-                what, arg = self._inbox.get_nowait()
-            except Empty:
-                return
+        for what, arg in self._inbox_items():
             if isinstance(arg, Job):
                 self._jobs.add(arg)
                 self._selector.register(arg.sock, selectors.EVENT_WRITE, arg)
@@ -209,14 +205,18 @@ class Sender:
 
     def _drain_inbox(self, reason: str) -> None:
         # Jobs submitted after the loop ended still belong to someone.
-        while True:
-            try:
-                _, arg = self._inbox.get_nowait()
-            except Empty:
-                return
+        for _, arg in self._inbox_items():
             if isinstance(arg, Job):
                 arg.end("aborted", reason)
                 self._hand_on(arg)
+
+    def _inbox_items(self) -> Iterator[tuple[str, Job | str]]:
+        """What the inbox holds now, taken out one by one, without waiting."""
+        while True:
+            try:
+                yield self._inbox.get_nowait()
+            except Empty:
+                return
 
     def _finish(self, job: Job) -> None:
         self._jobs.discard(job)
