@@ -20,6 +20,7 @@ import os
 import stat
 import zlib
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import _http as http
@@ -173,25 +174,19 @@ def _open_checked(rules: Static, path: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
+@dataclass(eq=False, repr=False)
 class _Writer:
     """The reader behind a ZipStream: the archive's bytes in ``[start, stop)``."""
 
-    def __init__(
-        self,
-        archive: ZipStream,
-        rules: Static,
-        start: int,
-        stop: int,
-        chunk_size: int,
-        zip64_at: int,
-    ) -> None:
-        self.archive = archive
-        self.rules = rules
-        self.start = start
-        self.stop = stop
-        self.chunk_size = chunk_size
-        self.zip64_at = zip64_at
-        self.fd: int | None = None  # the one member file open now
+    archive: ZipStream
+    rules: Static
+    start: int
+    stop: int
+    chunk_size: int
+    zip64_at: int
+    fd: int | None = field(default=None, init=False)  # the one member file open now
+
+    def __post_init__(self) -> None:
         self._pieces = self._produce()
 
     def __iter__(self) -> _Writer:
