@@ -27,7 +27,15 @@ from ._errors import ClientGone
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
-__all__ = ["READS_BODY", "Body", "Observed", "Outcome", "close_all", "server_wrapper"]
+__all__ = [
+    "READS_BODY",
+    "Body",
+    "Observed",
+    "Outcome",
+    "close_all",
+    "close_iterable",
+    "server_wrapper",
+]
 
 Outcome: TypeAlias = Literal["finished", "aborted", "failed"]
 Chunk: TypeAlias = bytes
@@ -37,6 +45,13 @@ Transform: TypeAlias = Callable[[bytes], bytes]
 #: it calls its app, so that no layer beneath builds a server file wrapper
 #: that it would only undo (the rule is in :mod:`wsgipipe._handoff`).
 READS_BODY = "wsgipipe.reads_body"
+
+
+def close_iterable(iterable: object) -> None:
+    """Call ``iterable.close()`` if it has one, as PEP 3333 asks of a server."""
+    close = getattr(iterable, "close", None)
+    if close is not None:
+        close()
 
 
 def close_all(*steps: Callable[[], object]) -> None:
@@ -236,9 +251,7 @@ class Observed(Body):
                 return chunk
 
     def _release(self) -> None:
-        close = getattr(self.returned, "close", None)
-        if close is not None:
-            close()
+        close_iterable(self.returned)
 
 
 def server_wrapper(environ: WSGIEnvironment) -> Callable[..., Iterable[bytes]] | None:

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from ._body import Body
+from ._body import Body, close_iterable
 from ._errors import ClientGone
 
 if TYPE_CHECKING:
@@ -273,9 +273,7 @@ class Guarded:
     def close(self) -> None:
         self.stream.writing = False
         self.stream.settle(self.filelike)
-        close = getattr(self.server, "close", None)
-        if close is not None:
-            close()
+        close_iterable(self.server)
 
 
 def guard(environ: WSGIEnvironment, body: Body, server: Iterable[bytes]) -> Iterable[bytes]:

@@ -16,7 +16,7 @@ import secrets
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import _http as http
-from ._body import Body, server_wrapper
+from ._body import Body, close_iterable, server_wrapper
 from ._entity import Entity, entity_for
 from ._error_response import plain_body, plain_headers, status_line
 from ._errors import FileChanged, RangeNotSatisfiable
@@ -58,9 +58,7 @@ class FileResponse:
         return hand_over(environ, self.body)
 
     def close(self) -> None:
-        close = getattr(self.body, "close", None)
-        if close is not None:
-            close()
+        close_iterable(self.body)
 
 
 def respond(
