@@ -192,10 +192,7 @@ class Live:
         elapsed = now - flight.record.started
         record = flight.record
         return {
-            "method": record.method,
-            "path": record.path,
-            "client": flight.client,
-            "status": record.status,
+            **_named(record, flight.client),
             "bytes": sent,
             "length": record.length,
             "rate": round(flight.rate),
@@ -229,10 +226,7 @@ def _encode(pid: int, flights: list[dict[str, Any]], endings: list[dict[str, Any
 
 def _ending(record: Transfer, client: str, ended: float, pid: int) -> dict[str, Any]:
     return {
-        "method": record.method,
-        "path": record.path,
-        "client": client,
-        "status": record.status,
+        **_named(record, client),
         "outcome": record.outcome,
         "bytes": record.bytes_sent,
         "length": record.length,
@@ -242,3 +236,8 @@ def _ending(record: Transfer, client: str, ended: float, pid: int) -> dict[str, 
         "ended": round(ended, 3),
         "pid": pid,
     }
+
+
+def _named(record: Transfer, client: str) -> dict[str, Any]:
+    """The fields every row of the page starts with: the request, its client, its status."""
+    return {"method": record.method, "path": record.path, "client": client, "status": record.status}
