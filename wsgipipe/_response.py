@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 
-__all__ = ["SMALL_FILE", "FileResponse", "file_response", "respond"]
+__all__ = ["SMALL_FILE", "FileResponse", "file_response", "precondition", "respond"]
 
 Headers = list[tuple[str, str]]
 
@@ -136,7 +136,7 @@ class _Decision(NamedTuple):
 
 def _decide(environ: WSGIEnvironment, size: int, entity: Entity) -> _Decision:
     method = environ.get("REQUEST_METHOD", "GET")
-    status = _precondition(environ, method, entity)
+    status = precondition(environ, method, entity.etag, entity.modified)
     if status == 304:
         return _Decision(304, http.not_modified_headers(entity.headers))
     if status == 412:
@@ -161,7 +161,8 @@ def _decide(environ: WSGIEnvironment, size: int, entity: Entity) -> _Decision:
     return _Decision(206, headers, ranges, plan)
 
 
-def _precondition(environ: WSGIEnvironment, method: str, entity: Entity) -> int:
+def precondition(environ: WSGIEnvironment, method: str, etag: str, modified: int) -> int:
+    """200, 304 or 412 for this request's conditional headers (RFC 9110 §13.2.2)."""
     get = environ.get
     if_match = get("HTTP_IF_MATCH")
     if_unmodified = get("HTTP_IF_UNMODIFIED_SINCE")
@@ -171,8 +172,8 @@ def _precondition(environ: WSGIEnvironment, method: str, entity: Entity) -> int:
         return 200  # the common case costs four dict lookups
     return http.precondition_status(
         method,
-        entity.etag,
-        entity.modified,
+        etag,
+        modified,
         if_match=if_match,
         if_unmodified_since=if_unmodified,
         if_none_match=if_none_match,

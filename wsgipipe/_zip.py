@@ -29,6 +29,7 @@ from ._body import Observed
 from ._error_response import error_response, status_line
 from ._errors import FileChanged, RangeNotSatisfiable
 from ._files import OPEN_FLAGS, StatKey, stat_key
+from ._response import precondition
 from ._sources import start_body
 from ._static import Static
 from ._stream import DEFAULT_CHUNK_SIZE
@@ -307,15 +308,8 @@ def zip_response(
 
 def _decide(environ: WSGIEnvironment, archive: ZipStream, headers: list[tuple[str, str]]) -> int:
     """200, 206, 304 or 412 (RFC 9110 §13.2.2); adds the length headers and selects the range."""
-    status = http.precondition_status(
-        environ.get("REQUEST_METHOD", "GET"),
-        archive.etag,
-        archive.last_modified,
-        if_match=environ.get("HTTP_IF_MATCH"),
-        if_unmodified_since=environ.get("HTTP_IF_UNMODIFIED_SINCE"),
-        if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
-        if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
-    )
+    method = environ.get("REQUEST_METHOD", "GET")
+    status = precondition(environ, method, archive.etag, archive.last_modified)
     if status != 200:
         return status
     ranges = None
