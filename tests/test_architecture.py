@@ -22,7 +22,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "wsgipipe"
 #: Layers, bottom first. Names are module paths below ``wsgipipe``.
 LAYERS: dict[str, list[str]] = {
     # Leaves: import nothing from wsgipipe.
-    "leaves": ["_errors", "_files", "_log_text", "_live_slots", "_compat", "_zip_format"],
+    "leaves": [
+        "_errors",
+        "_files",
+        "_log_text",
+        "_live_slots",
+        "_compat",
+        "_zip_format",
+        "_watch_thread",
+    ],
     # Pure rules and the per-request record: HTTP, statuses, pace, errors as responses.
     "rules": ["_ranges", "_http", "_record", "_error_response", "_pace", "_static_rules"],
     # The body contract and what a response says about a file.

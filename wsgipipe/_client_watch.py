@@ -19,6 +19,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from ._connection import POLL_INTERVAL, Connection
+from ._watch_thread import WatchThread
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -80,7 +81,7 @@ def _shutdown(sock: socket.socket | None) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-class _Watcher:
+class _Watcher(WatchThread[Watch]):
     """The thread polling every watched client socket.
 
     It runs only while there is something to watch: the last ``remove()``
@@ -88,40 +89,11 @@ class _Watcher:
     proxies now and then keeps no idle thread.
     """
 
-    def __init__(self) -> None:
-        self.forget()
+    thread_name = "wsgipipe-client-watch"
+    logger = log
+    failure = "client watch failed"  # never let one socket stop the watcher
 
-    def forget(self) -> None:
-        """Start afresh: no thread, nothing watched (also in a forked child)."""
-        self._lock = threading.Lock()
-        self._watches: set[Watch] = set()
-        self._running = False
-
-    def add(self, watch: Watch) -> None:
-        with self._lock:
-            self._watches.add(watch)
-            if self._running:
-                return
-            self._running = True
-        threading.Thread(target=self._run, name="wsgipipe-client-watch", daemon=True).start()
-
-    def remove(self, watch: Watch) -> None:
-        with self._lock:
-            self._watches.discard(watch)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                watches = list(self._watches)
-                if not watches:
-                    self._running = False
-                    return
-            try:
-                self._round(watches)
-            except Exception:  # never let one socket stop the watcher
-                log.exception("client watch failed")
-
-    def _round(self, watches: list[Watch]) -> None:
+    def round(self, watches: list[Watch]) -> None:
         poller = select.poll()
         by_fd: dict[int, Watch] = {}
         for watch in watches:

@@ -15,7 +15,6 @@ import os
 import socket
 import struct
 import termios
-import threading
 import time
 from collections.abc import Iterable
 from contextlib import suppress
@@ -30,6 +29,7 @@ from ._handoff import observe
 from ._pace import DEFAULT_GRACE, DEFAULT_MIN_RATE, PACE_KEY, Pace, idle_reason
 from ._record import current_transfer
 from ._through import parse_rate
+from ._watch_thread import WatchThread
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -88,7 +88,7 @@ class _Paced:
 
 
 def _closed(body: Body, environ: WSGIEnvironment, watch: _Watch) -> None:
-    watchdog().unwatch(watch)
+    watchdog().remove(watch)
     if watch.cut is not None and body.outcome != "finished":
         body.abort(watch.cut)
         record = current_transfer(environ)
@@ -218,45 +218,32 @@ def _shutdown(sock: socket.socket) -> None:
             raw.close()
 
 
-class Watchdog:
-    """A daemon thread checking every watched response a few times per limit."""
+class Watchdog(WatchThread[_Watch]):
+    """A daemon thread checking every watched response a few times per limit.
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._watches: set[_Watch] = set()
-        self._thread: threading.Thread | None = None
+    It runs while a response is watched and ends with the last one: a worker
+    between downloads keeps no idle thread.
+    """
+
+    thread_name = "wsgipipe-idle-timeout"
+    logger = log
+    failure = "idle-timeout round failed"
 
     def watch(self, sock: socket.socket, pace: Pace) -> _Watch:
         watch = _Watch(sock, pace)
-        with self._cond:
-            self._watches.add(watch)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="wsgipipe-idle-timeout", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
+        self.add(watch)
         return watch
 
-    def unwatch(self, watch: _Watch) -> None:
-        with self._cond:
-            self._watches.discard(watch)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._watches:
-                    self._cond.wait()
-                watches = list(self._watches)
-            now = time.monotonic()
-            for watch in watches:
-                try:
-                    watch.check(now)
-                except Exception:  # never let one socket stop the watchdog
-                    log.exception("idle-timeout check failed")
-            # A quarter of the shortest limit: a stall is cut within
-            # seconds * 1.25 at worst, at a cost of a few syscalls.
-            time.sleep(min(w.interval for w in watches))
+    def round(self, watches: list[_Watch]) -> None:
+        now = time.monotonic()
+        for watch in watches:
+            try:
+                watch.check(now)
+            except Exception:  # never let one socket stop the watchdog
+                log.exception("idle-timeout check failed")
+        # A quarter of the shortest limit: a stall is cut within
+        # seconds * 1.25 at worst, at a cost of a few syscalls.
+        time.sleep(min(w.interval for w in watches))
 
 
 _watchdogs: dict[int, Watchdog] = {}
