@@ -6,9 +6,9 @@
 * :class:`Delay` holds every chunk for a fixed time (the "slow through" of
   the classic streaming lessons).
 
-Every wait happens in :meth:`wsgipipe.connection.Connection.wait`, which
+Every wait happens in :meth:`wsgipipe.Connection.wait`, which
 watches the client socket: when the client disconnects during a pause the
-body raises :class:`~wsgipipe.errors.ClientGone`, the server closes it and
+body raises :class:`~wsgipipe.ClientGone`, the server closes it and
 the file is released at once rather than at the next write. The transfer is
 recorded as ``aborted`` with reason ``client disconnected``.
 """
@@ -47,7 +47,7 @@ MAX_RATE = 2**40
 def parse_rate(text: str | float) -> int:
     """Bytes per second from ``"1k"``, ``"2.5M"``, ``"500"`` (curl's units: k = 1024).
 
-    Raises :class:`~wsgipipe.errors.ConfigurationError` (a ValueError) for
+    Raises :class:`~wsgipipe.ConfigurationError` (a ValueError) for
     anything else, zero included.
     """
     if isinstance(text, (int, float)):
@@ -119,7 +119,7 @@ class Delay(_BodyMiddleware):
     """Hold every body chunk for ``seconds`` before it goes out (the "slow through").
 
     The wait ends early, with the transfer aborted, when the client
-    disconnects (see :class:`~wsgipipe.connection.Connection`).
+    disconnects (see :class:`~wsgipipe.Connection`).
     """
 
     def __init__(self, app: WSGIApplication, seconds: float) -> None:
