@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ._body import Observed
 from ._error_response import error_response, status_for, status_line
 from ._errors import ClientGone, HTTPError
-from ._log_text import request_target
+from ._log_text import log_text, request_target
 from ._record import current_transfer
 
 if TYPE_CHECKING:
@@ -115,6 +115,8 @@ def _early_failure(
     if record is not None:
         record.error = exc
     code = status_for(exc)
-    target = request_target(environ)  # escaped: no forged log lines
-    log.error("%s before the first byte of %s: %s", code, target, exc)
+    # Both escaped: a child's stderr or an upstream's message can echo
+    # request input, and must not write log lines of its own.
+    target, message = request_target(environ), log_text(str(exc), spaces=True)
+    log.error("%s before the first byte of %s: %s", code, target, message)
     return error_response(environ, start_response, code)

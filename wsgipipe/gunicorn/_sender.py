@@ -168,6 +168,8 @@ class Sender:
             self._stopping = True
             with self._lock:
                 self._closed = True
+            # A job read in the same turn as "stop" (behind it) is still here.
+            self._end_all("offload sender stopped")
             self._drain_inbox("offload sender stopped")
             self._selector.close()
             for fd in (self._wake_r, self._wake_w):

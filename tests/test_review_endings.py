@@ -1,0 +1,50 @@
+"""Endings a release review found unhandled: every job handed on, no forged log line."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Iterable
+
+import pytest
+from webtest import TestApp
+
+from wsgipipe import process_response
+from wsgipipe.gunicorn._sender import Job, Sender
+
+
+def test_a_job_posted_behind_stop_is_still_handed_on() -> None:
+    # "stop" and a job read in the same turn: the job must not be left in the
+    # loop's set after the loop ended (its body would never be closed).
+    done: list[Job] = []
+    sender = Sender(done.append)
+    client, server = socket.socketpair()
+    try:
+        server.setblocking(False)
+        job = Job(server, 0, 0, 1)  # never pumped: the loop stops first
+        sender._post("stop", "worker shutdown")  # before start(): both wait in the inbox
+        sender.submit(job)
+        sender.start()
+        sender._thread.join(5)
+        assert not sender._thread.is_alive()
+        assert done == [job]
+        assert job.ending == "aborted"
+    finally:
+        client.close()
+        server.close()
+
+
+def test_an_early_failure_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    # The child's stderr often echoes request input (a name from the query).
+    code = "import sys; sys.stderr.write('bad name\\nFORGED 200 finished'); sys.exit(1)"
+
+    def app(environ: dict[str, object], start_response: object) -> Iterable[bytes]:
+        argv = [sys.executable, "-c", code]
+        return process_response(environ, start_response, argv)  # type: ignore[arg-type]
+
+    with caplog.at_level(logging.ERROR, logger="wsgipipe.sources"):
+        TestApp(app, lint=True).get("/", status=502)
+    [record] = [r for r in caplog.records if r.name == "wsgipipe.sources"]
+    line = record.getMessage()
+    assert "\n" not in line and "bad name%0AFORGED 200 finished" in line, line
