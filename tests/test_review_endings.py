@@ -6,11 +6,12 @@ import logging
 import socket
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 from webtest import TestApp
 
-from wsgipipe import process_response
+from wsgipipe import process_response, zip_response
 from wsgipipe.gunicorn._sender import Job, Sender
 
 
@@ -48,3 +49,22 @@ def test_an_early_failure_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixtu
     [record] = [r for r in caplog.records if r.name == "wsgipipe.sources"]
     line = record.getMessage()
     assert "\n" not in line and "bad name%0AFORGED 200 finished" in line, line
+
+
+@pytest.mark.parametrize(
+    ("folder", "names"),
+    [("x" * 300, None), ("sub/" + "y" * 5000, None), ("sub", ["z" * 300])],
+    ids=["long-folder", "long-path", "long-member"],
+)
+def test_a_name_the_filesystem_refuses_is_a_zip_404(
+    tmp_path: Path, folder: str, names: list[str] | None
+) -> None:
+    # The /zip/<dir> route passes the request path: ENAMETOOLONG is client input.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_bytes(b"a")
+
+    def app(environ: dict[str, object], start_response: object) -> Iterable[bytes]:
+        return zip_response(environ, start_response, tmp_path, names, folder=folder)  # type: ignore[arg-type]
+
+    response = TestApp(app, lint=True).get("/", status=404)
+    assert response.body == b"404 Not Found\n"

@@ -280,7 +280,9 @@ def zip_response(
         archive = ZipStream(
             root, names, folder=folder, allow_hidden=allow_hidden, follow_symlinks=follow_symlinks
         )
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
+        # As Static: a name the filesystem refuses (too long, a loop...) is
+        # the same 404 as a missing one, never a 500 with a traceback.
         return error_response(environ, start_response, 404)
     name = filename or (os.path.basename(folder.strip("/")) or "archive") + ".zip"
     headers = [
