@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -68,3 +70,35 @@ def test_a_name_the_filesystem_refuses_is_a_zip_404(
 
     response = TestApp(app, lint=True).get("/", status=404)
     assert response.body == b"404 Not Found\n"
+
+
+def test_a_start_racing_the_flusher_start_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two first requests in a fresh worker: the second must not append its
+    # start to the queue the first is about to replace (in_flight would be
+    # short by one for the life of the worker).
+    from prometheus_client import CollectorRegistry
+
+    from wsgipipe import prometheus
+
+    metrics = prometheus.TransferMetrics(CollectorRegistry(), interval=3600)
+    environ: dict[str, object] = {}
+    other: list[threading.Thread] = []
+    real = os.getpid
+
+    class Os:
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        def getpid(self) -> int:
+            # Called inside the first request's flusher start: the second
+            # request arrives right now, on its own thread.
+            if not other:
+                other.append(threading.Thread(target=metrics.started, args=(environ,)))
+                other[0].start()
+                other[0].join(0.5)  # it either finishes or waits for the start
+            return real()
+
+    monkeypatch.setattr(prometheus, "os", Os())
+    metrics.started(environ)
+    other[0].join(5)
+    assert list(metrics._events) == [None, None]

@@ -152,9 +152,9 @@ class Live:
     # -- the sampler thread -------------------------------------------------------
     def _start_sampler(self) -> None:
         self._pid = os.getpid()
-        self._generation = GENERATION[0]
         self._flights = {}
         self._endings = deque(maxlen=self.endings_kept)
+        self._generation = GENERATION[0]  # last: no flight goes to the old table
         try:
             self._writer = SlotWriter(self.directory, self._pid)
         except OSError:

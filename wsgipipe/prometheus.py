@@ -242,10 +242,12 @@ class TransferMetrics:
         with _starting:
             if self._generation == GENERATION[0]:
                 return
-            self._generation = GENERATION[0]
             self._pid = os.getpid()
             self._events = deque()  # a forked child starts with nothing pending
             self._flights = {}
+            # Last: a request thread that sees this generation appends to the
+            # new queue, never to the one just replaced.
+            self._generation = GENERATION[0]
             threading.Thread(target=self._run, name="wsgipipe-metrics", daemon=True).start()
             atexit.register(self.flush)  # a worker that exits cleanly loses nothing
 
