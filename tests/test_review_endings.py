@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
@@ -9,11 +10,12 @@ import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from webtest import TestApp
 
-from wsgipipe import process_response, zip_response
+from wsgipipe import SinkError, Tee, process_response, zip_response
 from wsgipipe.gunicorn._sender import Job, Sender
 
 
@@ -102,3 +104,26 @@ def test_a_start_racing_the_flusher_start_is_counted(monkeypatch: pytest.MonkeyP
     metrics.started(environ)
     other[0].join(5)
     assert list(metrics._events) == [None, None]
+
+
+def test_a_strict_tee_closes_its_writers_when_a_later_factory_fails() -> None:
+    # An empty body starts the per-response sinks at close(): the writer the
+    # first factory made must still be finished and closed.
+    made: list[io.BytesIO] = []
+
+    def good(environ: object, status: str, headers: object) -> io.BytesIO:
+        made.append(io.BytesIO())
+        return made[-1]
+
+    def bad(environ: object, status: str, headers: object) -> io.BytesIO:
+        raise OSError("disk full")
+
+    def empty(environ: dict[str, object], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Length", "0")])
+        return []
+
+    result = Tee(empty, good, bad, strict=True)({"REQUEST_METHOD": "GET"}, lambda *a: None)
+    assert list(result) == []
+    with pytest.raises(SinkError):
+        result.close()  # type: ignore[attr-defined]
+    assert len(made) == 1 and made[0].closed

@@ -138,10 +138,16 @@ class _Copy:
         log.error("tee sink %r failed and was detached; the response goes on", sink, exc_info=exc)
 
     def finish(self, body: Body) -> None:
-        if body.outcome == "finished":
-            self._copy(self.pending)  # the server came back after the last chunk
-        if not self.started and body.outcome == "finished":
-            self._start()  # an empty body still gets its per-response sinks (sha256 of b"")
+        try:
+            if body.outcome == "finished":
+                self._copy(self.pending)  # the server came back after the last chunk
+            if not self.started and body.outcome == "finished":
+                self._start()  # an empty body still gets its per-response sinks (sha256 of b"")
+        finally:
+            # A strict sink failing just above must not leave the writers open.
+            self._close_sinks(body)
+
+    def _close_sinks(self, body: Body) -> None:
         outcome = body.outcome or "aborted"
         steps = [_flusher(s) for s in self.tee.shared if id(s) not in self.failed]
         steps += [_finisher(w, "failed" if id(w) in self.failed else outcome) for w in self.owned]
