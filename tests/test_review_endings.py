@@ -122,7 +122,10 @@ def test_a_strict_tee_closes_its_writers_when_a_later_factory_fails() -> None:
         start_response("200 OK", [("Content-Length", "0")])
         return []
 
-    result = Tee(empty, good, bad, strict=True)({"REQUEST_METHOD": "GET"}, lambda *a: None)
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        return None
+
+    result = Tee(empty, good, bad, strict=True)({"REQUEST_METHOD": "GET"}, start_response)
     assert list(result) == []
     with pytest.raises(SinkError):
         result.close()  # type: ignore[attr-defined]
