@@ -8,6 +8,8 @@ import os
 import socket
 import sys
 import threading
+import time
+import types
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -130,3 +132,38 @@ def test_a_strict_tee_closes_its_writers_when_a_later_factory_fails() -> None:
     with pytest.raises(SinkError):
         result.close()  # type: ignore[attr-defined]
     assert len(made) == 1 and made[0].closed
+
+
+def test_a_watch_thread_that_cannot_start_is_started_by_the_next_add(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wsgipipe import _watch_thread
+
+    seen: list[list[str]] = []
+
+    class Rounds(_watch_thread.WatchThread[str]):
+        thread_name = "wsgipipe-review-watch"
+        logger = logging.getLogger("wsgipipe.review")
+        failure = "review round failed"
+
+        def round(self, watches: list[str]) -> None:
+            seen.append(watches)
+            self.remove(watches[0])
+
+    class NoThread:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    watcher = Rounds()
+    monkeypatch.setattr(_watch_thread, "threading", types.SimpleNamespace(Thread=NoThread))
+    with pytest.raises(RuntimeError):
+        watcher.add("first")
+    monkeypatch.undo()
+    watcher.add("second")  # threads are back: this one is watched
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [["second"]]

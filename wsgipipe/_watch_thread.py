@@ -44,7 +44,15 @@ class WatchThread(Generic[W]):
             if self._running:
                 return
             self._running = True
-        threading.Thread(target=self._run, name=self.thread_name, daemon=True).start()
+        try:
+            threading.Thread(target=self._run, name=self.thread_name, daemon=True).start()
+        except BaseException:
+            # No thread (the process is out of them): the caller hears it, and
+            # neither this watch nor a stale "running" outlives the failure.
+            with self._lock:
+                self._watches.discard(watch)
+                self._running = False
+            raise
 
     def remove(self, watch: W) -> None:
         with self._lock:
