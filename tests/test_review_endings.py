@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -167,3 +168,32 @@ def test_a_watch_thread_that_cannot_start_is_started_by_the_next_add(
     while not seen and time.monotonic() < deadline:
         time.sleep(0.01)
     assert seen == [["second"]]
+
+
+def test_a_round_that_listed_an_ended_response_does_not_cut_its_connection() -> None:
+    # The watchdog copies its watches, then checks them: a response that
+    # ended in between (its connection kept alive for the next one) must be
+    # left alone, however long its last bytes wait.
+    from wsgipipe import Pace
+    from wsgipipe._idle_timeout import Watchdog
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # the client reads nothing: bytes stay queued
+                server.send(b"x" * 65536)
+        watchdog = Watchdog()
+        watch = watchdog.watch(server, Pace(idle_timeout=1.0))
+        watchdog.remove(watch)  # the response ended; a round still holds it
+        watch.check(time.monotonic() + 60)
+        assert watch.cut is None
+        with pytest.raises(BlockingIOError):
+            server.send(b"next")  # full, not shut down (that would be EPIPE)
+    finally:
+        client.close()
+        server.close()

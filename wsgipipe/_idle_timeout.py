@@ -181,11 +181,16 @@ class _Watch:
         self.moves = 0
         self.cut: str | None = None
         self.h2: Stream | None = None
+        #: Set when the response ended: a round that listed this watch before
+        #: must not cut the connection, which may carry the next response now.
+        self.removed = False
 
     def check(self, now: float) -> None:
+        if self.removed or self.cut is not None:
+            return  # the response ended, or already cut
         queued = _queued(self.sock)
-        if queued is None or self.cut is not None:
-            return  # closed under us, or already cut
+        if queued is None:
+            return  # closed under us
         acked = _acked(self.sock) if self.counts_bytes else None
         if acked is None:
             # No TCP_INFO (AF_UNIX): a send queue that changes is progress.
@@ -195,7 +200,7 @@ class _Watch:
         # unless an HTTP/2 stream waits for its flow-control window.
         pending = queued > 0 or (self.h2 is not None and self.h2.writing)
         reason = self.progress.progress(acked, now, pending=pending)
-        if reason is not None:
+        if reason is not None and not self.removed:
             self.cut = reason
             if self.h2 is not None:
                 self.h2.cut = reason  # the worker thread resets this stream alone
@@ -233,6 +238,10 @@ class Watchdog(WatchThread[_Watch]):
         watch = _Watch(sock, pace)
         self.add(watch)
         return watch
+
+    def remove(self, watch: _Watch) -> None:
+        watch.removed = True
+        super().remove(watch)
 
     def round(self, watches: list[_Watch]) -> None:
         now = time.monotonic()
