@@ -197,3 +197,13 @@ def test_a_round_that_listed_an_ended_response_does_not_cut_its_connection() -> 
     finally:
         client.close()
         server.close()
+
+
+def test_a_note_from_the_app_cannot_forge_a_transfer_line() -> None:
+    # The Flask docs suggest notes["user"] = name: a name is client input.
+    from wsgipipe._record import Transfer
+
+    record = Transfer("GET", "/a", notes={"user": "eve\nGET /admin 200 finished", "via": "python"})
+    line = record.line()
+    assert "\n" not in line
+    assert "user=eve%0AGET /admin 200 finished via=python" in line

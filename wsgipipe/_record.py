@@ -53,7 +53,11 @@ class Transfer:
             f"{self.bytes_sent}/{length} B",
             f"{self.duration:.2f}s",
         ]
-        parts.extend(f"{key}={value}" for key, value in self.notes.items())
+        # Notes are the app's (a user name, a header): escaped like the path.
+        parts.extend(
+            f"{log_text(str(key))}={log_text(str(value), spaces=True)}"
+            for key, value in self.notes.items()
+        )
         if self.reason:
             parts.append(f"reason={self.reason!r}")
         if self.error is not None:
