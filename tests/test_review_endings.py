@@ -19,7 +19,11 @@ import pytest
 from webtest import TestApp
 
 from wsgipipe import SinkError, Tee, process_response, zip_response
+from wsgipipe.gunicorn import WORKER_CLASS
 from wsgipipe.gunicorn._sender import Job, Sender
+from wsgipipe.testing import GunicornServer
+
+REPO = Path(__file__).parents[1]
 
 
 def test_a_job_posted_behind_stop_is_still_handed_on() -> None:
@@ -207,3 +211,42 @@ def test_a_note_from_the_app_cannot_forge_a_transfer_line() -> None:
     line = record.line()
     assert "\n" not in line
     assert "user=eve%0AGET /admin 200 finished via=python" in line
+
+
+def test_an_idle_sender_is_never_stuck() -> None:
+    # It waits up to a second in select(): under gunicorn's --timeout 1 the
+    # heartbeat check (half the timeout) must not take that for a hang.
+    sender = Sender(lambda job: None)
+    sender.start()
+    try:
+        time.sleep(0.2)
+        assert sender.stuck_for(time.monotonic() + 5) == 0.0
+    finally:
+        sender.stop("test over")
+    assert not sender._thread.is_alive()
+
+
+@pytest.mark.server
+def test_the_offload_worker_lives_under_a_one_second_timeout(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"a" * 100)
+    server = GunicornServer(
+        "examples.app:app",
+        worker_class=WORKER_CLASS,
+        threads=2,
+        timeout=1,
+        cwd=REPO,
+        env={"WSGIPIPE_ROOT": str(tmp_path)},
+    )
+    with server:
+        first = server.worker_pids()
+        # Requests at different offsets move the main loop's phase against
+        # the sender's one-second select().
+        for offset in (0.3, 0.45, 0.7, 0.2):
+            time.sleep(1 + offset)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while sock.recv(65536):
+                    pass
+        time.sleep(3)
+        assert server.worker_pids() == first, server.log[-2000:]
+        assert "WORKER TIMEOUT" not in server.log and "stuck" not in server.log

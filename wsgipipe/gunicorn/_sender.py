@@ -111,8 +111,9 @@ class Sender:
         self._stopping = False
         self._closed = False  # the loop is over: nothing posted will be read
         self._lock = threading.Lock()
-        #: When the loop last went round (the worker's heartbeat checks it).
-        self.turned = time.monotonic()
+        #: Since when the loop has been busy with what select() returned,
+        #: None while it waits (the worker's heartbeat checks it).
+        self._busy_since: float | None = None
         #: What killed the loop, if something did.
         self.failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="wsgipipe-offload", daemon=True)
@@ -140,8 +141,13 @@ class Sender:
             self._thread.join(timeout)
 
     def stuck_for(self, now: float) -> float:
-        """Seconds since the loop last went round (0 while it turns)."""
-        return max(now - self.turned, 0.0)
+        """Seconds the loop has been busy with one turn (0 while it waits in select).
+
+        An idle sender waits up to a second in select(): that is not being
+        stuck, whatever gunicorn's ``timeout``.
+        """
+        since = self._busy_since
+        return 0.0 if since is None else max(now - since, 0.0)
 
     def _post(self, what: str, arg: Job | str) -> None:
         with self._lock:
@@ -177,7 +183,7 @@ class Sender:
 
     def _turn(self) -> None:
         ready = self._selector.select(timeout=1.0)
-        self.turned = time.monotonic()
+        self._busy_since = time.monotonic()
         for key, _ in ready:
             if key.fd == self._wake_r:
                 self._read_inbox()
@@ -185,6 +191,7 @@ class Sender:
                 job: Job = key.data
                 if job in self._jobs and job.pump():
                     self._finish(job)
+        self._busy_since = None
 
     def _read_inbox(self) -> None:
         try:

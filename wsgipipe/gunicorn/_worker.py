@@ -83,7 +83,7 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
             if self.alive:
                 self.log.error("offload sender died (%r); restarting worker", self.sender.failure)
             self.alive = False
-        elif self.sender.stuck_for(now) > self.cfg.timeout / 2:
+        elif self.cfg.timeout and self.sender.stuck_for(now) > self.cfg.timeout / 2:
             # A sendfile blocked on a slow disk blocks every transfer: stop
             # the heartbeat so the arbiter replaces this worker.
             if not self._stuck_logged:
