@@ -250,3 +250,66 @@ def test_the_offload_worker_lives_under_a_one_second_timeout(tmp_path: Path) -> 
         time.sleep(3)
         assert server.worker_pids() == first, server.log[-2000:]
         assert "WORKER TIMEOUT" not in server.log and "stuck" not in server.log
+
+
+def test_a_chunked_request_body_reaches_the_upstream() -> None:
+    # A client that uploads with Transfer-Encoding: chunked has no
+    # Content-Length; the server de-chunks wsgi.input, and the proxy must
+    # still forward the body (urllib3 chunks it again), not drop it.
+    from wsgiref.util import setup_testing_defaults
+
+    from wsgipipe import Proxy
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def upstream() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while not data.endswith(b"\r\n0\r\n\r\n"):  # the last chunk
+                more = conn.recv(65536)
+                data += more
+                if not more or (b"\r\n\r\n" in data and b"content-length: 0" in data.lower()):
+                    break  # the body was dropped: answer anyway
+            seen.append(data)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    payload = b"chunk " * 5000
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/upload",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input": io.BytesIO(payload),
+    }
+    setup_testing_defaults(environ)
+    environ.pop("CONTENT_LENGTH", None)
+    host, port = listener.getsockname()
+    proxy = Proxy(f"http://{host}:{port}")
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(status)
+
+    result = proxy(environ, start_response)
+    try:
+        assert b"".join(result) == b"ok"
+    finally:
+        result.close()  # type: ignore[attr-defined]
+        proxy.pool.close()
+        thread.join(10)
+        listener.close()
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    assert statuses == ["200 OK"]
+    assert b"transfer-encoding: chunked" in head.lower()
+    decoded, rest = b"", body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        decoded, rest = decoded + rest[:size], rest[size + 2 :]
+    assert decoded == payload

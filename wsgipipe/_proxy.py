@@ -114,9 +114,14 @@ def request_headers(environ: WSGIEnvironment) -> dict[str, str]:
 
 
 def _request_body(environ: WSGIEnvironment) -> IO[bytes] | None:
+    # No Content-Length with a chunked upload (RFC 9112 section 6.1): the
+    # server de-chunks wsgi.input up to its end, and urllib3 sends a body of
+    # unknown length chunked again. Dropping it would lose the upload.
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
     # With Content-Length set, http.client sends exactly that many bytes from it.
-    return environ["wsgi.input"] if length > 0 else None
+    stream: IO[bytes] | None = environ["wsgi.input"] if chunked or length > 0 else None
+    return stream
