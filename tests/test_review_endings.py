@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from webtest import TestApp
 
-from wsgipipe import SinkError, Tee, process_response, zip_response
+from wsgipipe import SinkError, Static, Tee, process_response, zip_response
 from wsgipipe.gunicorn import WORKER_CLASS
 from wsgipipe.gunicorn._sender import Job, Sender
 from wsgipipe.testing import GunicornServer
@@ -313,3 +313,22 @@ def test_a_chunked_request_body_reaches_the_upstream() -> None:
             break
         decoded, rest = decoded + rest[:size], rest[size + 2 :]
     assert decoded == payload
+
+
+@pytest.mark.parametrize("mode", ["x-sendfile", "x-accel-redirect"])
+def test_offload_headers_carry_any_file_name(tmp_path: Path, mode: str) -> None:
+    # UTF-8 names go out as their bytes (PEP 3333: latin-1 str); a name no
+    # header can carry (a newline) is served by the app itself.
+    (tmp_path / "日本.txt").write_bytes(b"x")
+    (tmp_path / "a\nb.txt").write_bytes(b"y")
+    app = TestApp(Static(tmp_path, offload=mode), lint=True)
+    utf8 = app.get("/%E6%97%A5%E6%9C%AC.txt")
+    target = utf8.headers.get("X-Sendfile") or utf8.headers["X-Accel-Redirect"]
+    assert target.encode("latin-1").endswith(
+        "日本.txt".encode() if mode == "x-sendfile" else b"%E6%97%A5%E6%9C%AC.txt"
+    )
+    odd = app.get("/a%0Ab.txt")
+    if mode == "x-sendfile":
+        assert odd.body == b"y" and "X-Sendfile" not in odd.headers
+    else:  # quoted: any name fits
+        assert odd.headers["X-Accel-Redirect"].endswith("/a%0Ab.txt") and odd.body == b""

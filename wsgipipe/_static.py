@@ -100,7 +100,7 @@ class Static:
         if isinstance(found, str):
             return _redirect(start_response, found)
         fd, st, entity, path = found
-        if self.offload is not None:
+        if self.offload is not None and (self.offload != "x-sendfile" or _in_header(path)):
             os.close(fd)
             return self._offloaded(start_response, entity, name or "", path)
         try:
@@ -266,12 +266,22 @@ class Static:
     ) -> list[bytes]:
         """Headers only: the front server sends the file (and handles ranges)."""
         if self.offload == "x-sendfile":
-            target = ("X-Sendfile", path)
+            # PEP 3333 header values are the bytes as latin-1: the path's own
+            # bytes (UTF-8 names included) reach the front server unchanged.
+            target = ("X-Sendfile", os.fsencode(path).decode("latin-1"))
         else:
             target = ("X-Accel-Redirect", self.offload_prefix + quote(name))
         keep = [(k, v) for k, v in entity.headers if k in ("Content-Type", "Cache-Control")]
         start_response("200 OK", [*keep, target, ("Content-Length", "0")])
         return []
+
+
+def _in_header(path: str) -> bool:
+    """Whether ``path`` can be named in a header (RFC 9110 section 5.5: no CR, LF or NUL).
+
+    A file whose name has a control character is served by this app instead.
+    """
+    return not any(byte < 0x20 or byte == 0x7F for byte in os.fsencode(path))
 
 
 def _changed(
