@@ -332,3 +332,28 @@ def test_offload_headers_carry_any_file_name(tmp_path: Path, mode: str) -> None:
         assert odd.body == b"y" and "X-Sendfile" not in odd.headers
     else:  # quoted: any name fits
         assert odd.headers["X-Accel-Redirect"].endswith("/a%0Ab.txt") and odd.body == b""
+
+
+class _FailingResponse:
+    """An upstream response whose close() fails (what a broken socket can do)."""
+
+    def __init__(self) -> None:
+        self.released = False
+
+    def close(self) -> None:
+        raise OSError("close failed")
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
+def test_a_half_read_upstream_frees_its_pool_slot_even_if_close_fails() -> None:
+    """close() of a half-read upstream response raising must not keep the slot."""
+    from wsgipipe._upstream import _Upstream
+
+    upstream = _Upstream(None, "GET", "/", {}, 65536, None)  # type: ignore[arg-type]
+    response = _FailingResponse()
+    upstream.response = response  # type: ignore[assignment]
+    with pytest.raises(OSError, match="close failed"):
+        upstream.close()
+    assert response.released

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from ._body import Body, close_iterable
+from ._body import Body, close_all, close_iterable
 from ._errors import ClientGone
 
 if TYPE_CHECKING:
@@ -272,8 +272,8 @@ class Guarded:
 
     def close(self) -> None:
         self.stream.writing = False
-        self.stream.settle(self.filelike)
-        close_iterable(self.server)
+        # The body is closed even if reading gunicorn's stream state fails.
+        close_all(lambda: self.stream.settle(self.filelike), lambda: close_iterable(self.server))
 
 
 def guard(environ: WSGIEnvironment, body: Body, server: Iterable[bytes]) -> Iterable[bytes]:

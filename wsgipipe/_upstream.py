@@ -21,7 +21,7 @@ from http import HTTPStatus
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
 
-from ._body import Observed
+from ._body import Observed, close_all
 from ._client_watch import Watch, watch_client
 from ._errors import ClientGone
 from ._sources import Reader, SourceError
@@ -197,9 +197,10 @@ class _Upstream(Reader):
         response = self.response
         if response is None:
             return
-        if not self.complete:
-            response.close()  # half-read: the socket must not be reused
-        response.release_conn()
+        # Half-read: the socket must not be reused; the pool slot is freed
+        # whatever close() does.
+        steps = [] if self.complete else [response.close]
+        close_all(*steps, response.release_conn)
 
 
 def _socket_of(response: BaseHTTPResponse) -> socket.socket | None:

@@ -27,6 +27,7 @@ from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
+from .._body import close_all, close_iterable
 from .._errors import WsgipipeError
 from ._limits import check_nofile, check_version
 from ._sender import Job, Sender
@@ -225,17 +226,7 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
         job.resp.sent = job.sent  # the access log's byte count
         reusable = job.ending == "finished" and job.keepalive
         try:
-            body = body_of(job.respiter)
-            if body is not None and job.reason and job.reason != "client gone":
-                body.abort(job.reason)
-            seek = getattr(getattr(job.respiter, "filelike", None), "seek", None)
-            if seek is not None:
-                # As socket.sendfile does: the file position says how far the
-                # kernel got, which is how a FileStream counts bytes_sent.
-                seek(job.position)
-            self.log.access(job.resp, job.req, job.environ, datetime.now() - job.started)
-            if hasattr(job.respiter, "close"):
-                job.respiter.close()
+            close_all(lambda: self._account(job), lambda: close_iterable(job.respiter))
         except WsgipipeError as exc:
             # Expected endings raised on purpose (a file that shrank): the
             # connection must close, and the message says why.
@@ -247,6 +238,18 @@ class OffloadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn ships no ty
         finally:
             self._post_request(job.req, job.environ, job.resp)
         return reusable
+
+    def _account(self, job: Handoff) -> None:
+        """The reason, the bytes the kernel sent and the access log, before close()."""
+        body = body_of(job.respiter)
+        if body is not None and job.reason and job.reason != "client gone":
+            body.abort(job.reason)
+        seek = getattr(getattr(job.respiter, "filelike", None), "seek", None)
+        if seek is not None:
+            # As socket.sendfile does: the file position says how far the
+            # kernel got, which is how a FileStream counts bytes_sent.
+            seek(job.position)
+        self.log.access(job.resp, job.req, job.environ, datetime.now() - job.started)
 
     def _reuse_or_close(self, job: Handoff, fs: Future[bool]) -> None:
         if _result(fs) is True:
