@@ -6,8 +6,6 @@ import gzip
 import io
 import os
 import re
-import socket
-import struct
 import sys
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -15,23 +13,20 @@ from pathlib import Path
 from wsgiref.util import FileWrapper
 
 import pytest
+import server_checks
 from webtest import TestApp
 
 from wsgipipe import FileStream, TransferLog
 from wsgipipe.testing import (
     GunicornServer,
     LeakCheck,
-    TraceUnavailable,
     TransferRecorder,
     disconnect_after,
-    raw_request,
-    trace_syscalls,
     wait_for_transfer,
 )
 
 APPS = Path(__file__).parent / "apps"
 SIZE = 2 * 1024 * 1024
-HUGE = 64 * 1024 * 1024
 
 django = pytest.importorskip("django")
 sys.path.insert(0, str(APPS))
@@ -210,15 +205,6 @@ def test_the_server_gets_its_own_file_wrapper(
 
 
 # -- under gunicorn -------------------------------------------------------------------
-def _get(server: GunicornServer, path: str, headers: dict[str, str] | None = None) -> bytes:
-    chunks = []
-    with raw_request(server, path, headers={"Connection": "close", **(headers or {})}) as sock:
-        sock.settimeout(10)
-        while data := sock.recv(1 << 20):
-            chunks.append(data)
-    return b"".join(chunks)
-
-
 @pytest.fixture(params=["gthread", "sync"])
 def server(request: pytest.FixtureRequest, root: Path) -> Iterator[GunicornServer]:
     env = {"WSGIPIPE_TEST_ROOT": str(root), "DJANGO_SETTINGS_MODULE": "django_site.settings"}
@@ -231,70 +217,30 @@ def server(request: pytest.FixtureRequest, root: Path) -> Iterator[GunicornServe
 def test_under_gunicorn_file_response_goes_through_sendfile(
     server: GunicornServer, root: Path
 ) -> None:
-    trace = root.parent / "strace.txt"
-    worker = server.worker_pids()[0]
-    try:
-        with trace_syscalls(worker, ["sendfile", "sendto"], trace):
-            raw = _get(server, "/files/big.bin")
-            line = wait_for_transfer(server, "/files/big.bin")
-    except TraceUnavailable as exc:
-        pytest.skip(str(exc))
-    assert raw.endswith((root / "big.bin").read_bytes())
-    assert re.search(rf"200 finished {SIZE}/{SIZE} B .*via=sendfile", line), line
-    calls = trace.read_text()
-    assert calls.count("sendfile(") >= 1
-    assert calls.count("sendto(") <= 2, calls[:2000]  # the headers, not the body
-    assert server.open_files(root) == []
+    server_checks.check_sendfile(server, root)
 
 
 @pytest.mark.server
 def test_under_gunicorn_a_range_is_zero_copy_too(server: GunicornServer, root: Path) -> None:
-    raw = _get(server, "/files/big.bin", {"Range": "bytes=100000-1099999"})
-    assert raw.startswith(b"HTTP/1.1 206 ")
-    assert raw.endswith((root / "big.bin").read_bytes()[100000:1100000])
-    line = wait_for_transfer(server, "/files/big.bin")
-    assert re.search(r"206 finished 1000000/1000000 B .*via=sendfile", line), line
+    server_checks.check_range_zero_copy(server, root)
 
 
 @pytest.mark.server
 def test_the_offloading_worker_takes_the_response_too(root: Path) -> None:
     env = {"WSGIPIPE_TEST_ROOT": str(root), "DJANGO_SETTINGS_MODULE": "django_site.settings"}
-    worker = "wsgipipe.gunicorn.OffloadWorker"
-    with GunicornServer(
-        "django_site.wsgi:application", worker_class=worker, cwd=APPS, env=env
-    ) as server:
-        assert _get(server, "/files/big.bin").endswith((root / "big.bin").read_bytes())
-        line = wait_for_transfer(server, "/files/big.bin", timeout=10)
-    assert f"200 finished {SIZE}/{SIZE} B" in line and "via=offload" in line, line
+    server_checks.check_offload("django_site.wsgi:application", APPS, env, root)
 
 
 @pytest.mark.server
 def test_under_gunicorn_file_errors_are_404_403_500(server: GunicornServer) -> None:
-    for path, status in [("/read/missing.bin", 404), ("/forbidden", 403), ("/broken", 500)]:
-        raw = _get(server, path)
-        assert raw.startswith(f"HTTP/1.1 {status} ".encode()), raw[:200]
-        assert b"Traceback" not in raw
-        assert f"{status} finished" in wait_for_transfer(server, path)
+    server_checks.check_file_errors(server)
 
 
 @pytest.mark.server
 def test_under_gunicorn_head_reads_nothing_and_an_abort_is_recorded(
     server: GunicornServer, root: Path
 ) -> None:
-    with raw_request(server, "/files/big.bin", method="HEAD") as sock:
-        sock.settimeout(10)
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
-    line = wait_for_transfer(server, "/files/big.bin", method="HEAD")
-    assert f"200 finished 0/{SIZE} B" in line
-    with open(root / "huge.bin", "wb") as f:
-        f.truncate(HUGE)  # sparse: more than loopback buffers hold, cheap to make
-    with raw_request(server, "/files/huge.bin") as sock:
-        sock.settimeout(10)
-        sock.recv(65536)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    line = wait_for_transfer(server, "/files/huge.bin", timeout=15)
-    assert re.search(rf"200 aborted \d+/{HUGE} B", line), line
-    assert server.open_files(root) == []
+    server_checks.check_head_and_abort(server, root)
 
 
 # -- docs/django.md: its complete project, run as written under gunicorn -----------------
@@ -323,10 +269,12 @@ def test_the_docs_project_under_gunicorn(root: Path, tmp_path: Path) -> None:
         "FILES_ROOT": str(root),
     }
     with GunicornServer("mysite.wsgi:application", cwd=site, env=env) as server:
-        assert _get(server, "/files/big.bin?user=ann").endswith((root / "big.bin").read_bytes())
-        assert _get(server, "/files/nothing.bin").startswith(b"HTTP/1.1 404 ")
-        assert _get(server, "/files/..").startswith(b"HTTP/1.1 404 ")
-        ranged = _get(server, "/files/big.bin", {"Range": "bytes=100000-1099999"})
+        assert server_checks.get(server, "/files/big.bin?user=ann").endswith(
+            (root / "big.bin").read_bytes()
+        )
+        assert server_checks.get(server, "/files/nothing.bin").startswith(b"HTTP/1.1 404 ")
+        assert server_checks.get(server, "/files/..").startswith(b"HTTP/1.1 404 ")
+        ranged = server_checks.get(server, "/files/big.bin", {"Range": "bytes=100000-1099999"})
         assert ranged.startswith(b"HTTP/1.1 206 ")
         big = wait_for_transfer(server, "/files/big.bin")
         part = wait_for_transfer(server, "/files/big.bin", count=2)
