@@ -1,8 +1,10 @@
-"""What a framework integration must do under a real gunicorn: checks shared by the Flask
-and Django suites (each passes its own running server and its folder of files)."""
+"""Requests and checks against a real gunicorn shared by several suites: what a framework
+integration must do (the Flask and Django suites pass their own server and folder of files),
+and plain GETs on a fresh connection."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import socket
 import struct
@@ -30,6 +32,33 @@ def get(server: GunicornServer, path: str, headers: dict[str, str] | None = None
         while data := sock.recv(1 << 20):
             chunks.append(data)
     return b"".join(chunks)
+
+
+def fetch(
+    server: GunicornServer, path: str, headers: dict[str, str] | None = None
+) -> tuple[http.client.HTTPResponse, bytes]:
+    """GET ``path`` on a connection of its own: the response and its whole body."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response, response.read()
+    finally:
+        conn.close()
+
+
+def fetch_cut_short(server: GunicornServer, path: str) -> http.client.HTTPResponse:
+    """GET ``path``: a 200 whose body stops before its framing says it ends."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 200
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()  # the client knows the body is cut: it never looks complete
+        return response
+    finally:
+        conn.close()
 
 
 def check_sendfile(server: GunicornServer, root: Path) -> None:

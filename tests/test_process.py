@@ -6,7 +6,6 @@ children under a real gunicorn and look at the truth in psutil and /proc.
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from server_checks import fetch, fetch_cut_short
 from webtest import TestApp
 
 from wsgipipe import (
@@ -308,11 +308,7 @@ def test_child_ignoring_sigterm_is_killed_after_grace(server: GunicornServer, ma
 
 @pytest.mark.server
 def test_failure_before_first_byte_is_502_with_stderr_in_log_only(server: GunicornServer) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    conn.request("GET", "/fail-early")
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
+    response, body = fetch(server, "/fail-early")
     assert response.status == 502
     assert body == b"502 Bad Gateway\n"
     line = wait_for_transfer(server, "/fail-early")
@@ -321,23 +317,13 @@ def test_failure_before_first_byte_is_502_with_stderr_in_log_only(server: Gunico
 
 @pytest.mark.server
 def test_failure_after_first_byte_aborts_the_connection(server: GunicornServer) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    conn.request("GET", "/fail-late")
-    response = conn.getresponse()
-    assert response.status == 200
-    with pytest.raises(http.client.IncompleteRead):
-        response.read()  # no final chunk: the client knows the body is cut
-    conn.close()
+    fetch_cut_short(server, "/fail-late")  # no final chunk
     line = wait_for_transfer(server, "/fail-late")
     assert " 200 failed 102400/" in line and "exited with status 4" in line
 
 
 @pytest.mark.server
 def test_full_output_and_drained_stderr(server: GunicornServer) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    conn.request("GET", "/ok")
-    response = conn.getresponse()
-    assert response.read() == b"ok\n" * 1000
-    conn.close()
+    assert fetch(server, "/ok")[1] == b"ok\n" * 1000
     assert " 200 finished 3000/" in wait_for_transfer(server, "/ok")
     assert wait_until(lambda: not worker(server).children(recursive=True), 1.0)

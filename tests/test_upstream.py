@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from server_checks import fetch, fetch_cut_short
 from webtest import TestApp
 
 from examples.clients import proxy_abort
@@ -172,20 +173,8 @@ def proxy(
         yield server
 
 
-def get(
-    server: GunicornServer, path: str, headers: dict[str, str] | None = None
-) -> tuple[http.client.HTTPResponse, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        response = conn.getresponse()
-        return response, response.read()
-    finally:
-        conn.close()
-
-
 def pool_state(proxy: GunicornServer) -> dict[str, int]:
-    _, body = get(proxy, "/_pool")
+    _, body = fetch(proxy, "/_pool")
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", body.decode())}
 
 
@@ -358,14 +347,8 @@ def test_upstream_process_killed_mid_body_aborts_the_downstream(
 
 @pytest.mark.server
 def test_upstream_reset_mid_body_aborts_the_downstream(proxy: GunicornServer) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
-    conn.request("GET", "/second/die")
-    response = conn.getresponse()
-    assert response.status == 200
+    response = fetch_cut_short(proxy, "/second/die")  # the downstream is cut too
     assert response.getheader("Content-Length") == str(DyingUpstream.LENGTH)
-    with pytest.raises(http.client.IncompleteRead):
-        response.read()  # the downstream is cut too: it never looks complete
-    conn.close()
     line = wait_for_transfer(proxy, "/second/die")
     assert " 200 failed " in line and "UpstreamError" in line
 
@@ -397,7 +380,7 @@ def test_500_requests_with_aborts_leave_the_pool_at_baseline(
     for i in range(500):
         kind = i % 3
         if kind == 0:
-            _, body = get(proxy, "/up/small.txt")
+            _, body = fetch(proxy, "/up/small.txt")
             assert body == SMALL
         elif kind == 1:
             with raw_request(proxy, "/up/big.bin") as sock:
@@ -409,7 +392,7 @@ def test_500_requests_with_aborts_leave_the_pool_at_baseline(
     # are open than the pool keeps (half-read ones were closed, not pooled).
     assert wait_until(lambda: pool_state(proxy)["idle"] == 4, 2), pool_state(proxy)
     assert wait_until(lambda: upstream_sockets(proxy, upstream) <= 4, 2)
-    _, body = get(proxy, "/up/small.txt")  # and the pool still works
+    _, body = fetch(proxy, "/up/small.txt")  # and the pool still works
     assert body == SMALL
 
 
