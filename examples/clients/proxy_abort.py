@@ -24,23 +24,15 @@ import re
 import time
 from urllib.parse import urlsplit
 
-from ._http import connect, elapsed, log, read_head
+from . import large_abort
+from ._http import elapsed, log
 
 
 def run(url: str, upstream_log: str, after: int = 1024 * 1024, timeout: float = 5.0) -> str | None:
     """Returns the upstream's new transfer line for the path, or None if none came."""
     upstream_path = "/" + urlsplit(url).path.split("/", 2)[-1]  # /proxy/x -> /x
     seen = _lines(upstream_log, upstream_path)
-    log(f"GET {url}")
-    with connect(url) as sock:
-        head = read_head(sock)
-        got = len(head.rest)
-        while got < after:
-            data = sock.recv(min(1 << 20, after - got))
-            if not data:
-                break
-            got += len(data)
-        log(f"{head.status}, Content-Length {head.length}; aborting after {got} bytes")
+    large_abort.run(url, after)  # read ``after`` bytes through the proxy, then close
     left = elapsed()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
