@@ -288,9 +288,6 @@ def test_gzip_route_streams_through_the_process(served: tuple[GunicornServer, Pa
 
 
 @pytest.mark.server
-@pytest.mark.skipif(
-    not os.environ.get("WSGIPIPE_SLOW_TESTS"), reason="streams 4 GiB: set WSGIPIPE_SLOW_TESTS=1"
-)
 def test_real_zip64_member_over_4_gib(served: tuple[GunicornServer, Path], tmp_path: Path) -> None:
     server, root = served
     huge = root / "huge"
