@@ -20,6 +20,7 @@ from wsgipipe.testing import (
     wait_for_transfer,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 BIG = "/files/big.bin"
 HUGE = 64 * 1024 * 1024
 
@@ -32,6 +33,27 @@ def get(server: GunicornServer, path: str, headers: dict[str, str] | None = None
         while data := sock.recv(1 << 20):
             chunks.append(data)
     return b"".join(chunks)
+
+
+def example_server(
+    root: Path,
+    worker_class: str,
+    *,
+    idle: int = 1,
+    env: dict[str, str] | None = None,
+    **options: object,
+) -> GunicornServer:
+    """examples/app.py serving ``root``, with the repo's gunicorn.conf.py (its logging shows
+    the transfer lines) and an idle timeout of ``idle`` seconds."""
+    env = {"WSGIPIPE_ROOT": str(root), "WSGIPIPE_IDLE_TIMEOUT": str(idle), **(env or {})}
+    return GunicornServer(
+        "examples.app:app",
+        worker_class=worker_class,
+        cwd=REPO,
+        env=env,
+        config="gunicorn.conf.py",
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def fetch(

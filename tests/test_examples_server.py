@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import server_checks
 
 from examples.clients import control, large_abort, limit_rate, one_chunk, slow_open, slow_reader
 from examples.clients._http import connect, read_head
@@ -25,7 +26,6 @@ from wsgipipe.testing import GunicornServer, transfer_lines, wait_for_transfer, 
 
 pytestmark = pytest.mark.server
 
-REPO = Path(__file__).resolve().parent.parent
 IDLE = 1  # seconds: WSGIPIPE_IDLE_TIMEOUT for these servers
 SIXTY = 610  # bytes served at 10 B/s: the last byte leaves after about 61 s
 
@@ -40,16 +40,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def example_server(root: Path, worker_class: str, **options: object) -> GunicornServer:
-    env = {"WSGIPIPE_ROOT": str(root), "WSGIPIPE_IDLE_TIMEOUT": str(IDLE)}
-    env.update(options.pop("env", {}))  # type: ignore[arg-type]
-    return GunicornServer(
-        "examples.app:app",
-        worker_class=worker_class,
-        cwd=REPO,
-        env=env,
-        config="gunicorn.conf.py",  # its logging shows the transfer lines
-        **options,  # type: ignore[arg-type]
-    )
+    return server_checks.example_server(root, worker_class, idle=IDLE, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

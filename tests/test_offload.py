@@ -19,6 +19,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import pytest
+import server_checks
 
 from examples.clients._http import read_head
 from wsgipipe.gunicorn import WORKER_CLASS
@@ -26,7 +27,6 @@ from wsgipipe.testing import GunicornServer, transfer_lines, wait_for_transfer, 
 
 pytestmark = pytest.mark.server
 
-REPO = Path(__file__).resolve().parent.parent
 BIG = 64 * 1024 * 1024  # examples/app.py's big.bin
 INDEX = b"<!doctype html><title>offload</title>\n"
 
@@ -39,17 +39,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def example_server(root: Path, **options: object) -> GunicornServer:
-    env = {"WSGIPIPE_ROOT": str(root), "WSGIPIPE_IDLE_TIMEOUT": "1"}
-    env.update(options.pop("env", {}))  # type: ignore[call-overload]
+    """The example app on the offloading worker, two threads unless told."""
     options.setdefault("threads", 2)
-    return GunicornServer(
-        "examples.app:app",
-        worker_class=WORKER_CLASS,
-        cwd=REPO,
-        env=env,
-        config="gunicorn.conf.py",  # its logging shows the transfer lines
-        **options,  # type: ignore[arg-type]
-    )
+    return server_checks.example_server(root, WORKER_CLASS, idle=1, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
