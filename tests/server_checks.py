@@ -57,10 +57,14 @@ def example_server(
 
 
 def fetch(
-    server: GunicornServer, path: str, headers: dict[str, str] | None = None
+    server: GunicornServer,
+    path: str,
+    headers: dict[str, str] | None = None,
+    *,
+    timeout: float = 10,
 ) -> tuple[http.client.HTTPResponse, bytes]:
     """GET ``path`` on a connection of its own: the response and its whole body."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
         conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from server_checks import fetch
 
 from wsgipipe.testing import (
     GunicornServer,
@@ -127,13 +128,7 @@ def _dead(pid: int) -> bool:
 
 
 def get(served: Served, path: str) -> tuple[http.client.HTTPResponse, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", served.process.port, timeout=TIMEOUT)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response, response.read()
-    finally:
-        conn.close()
+    return fetch(served.process, path, timeout=TIMEOUT)
 
 
 class PausedDownload:

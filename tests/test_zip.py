@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+import server_checks
 from webtest import TestApp
 
 from wsgipipe import FileChanged, FileErrors, Tee, TransferLog, ZipStream, sinks, zip_response
@@ -239,13 +240,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornS
 
 
 def fetch(server: GunicornServer, path: str) -> tuple[http.client.HTTPResponse, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response, response.read()
-    finally:
-        conn.close()
+    return server_checks.fetch(server, path, timeout=30)
 
 
 @pytest.mark.server
