@@ -165,13 +165,7 @@ def measure_throughput(settings: Settings) -> Measurement:
     ready = {name: build(_chunk_app, name, live_dir) for name in CONTENDERS}
     wire = _Wire()
     try:
-        for name in CONTENDERS:
-            _throughput(ready[name], 0.1, wire)  # warm up (and start the live sampler)
-        for r, order in rounds(CONTENDERS, settings.runs):
-            for name in order:
-                rate = _throughput(ready[name], settings.inprocess_seconds, wire)
-                m.series(name).values.append(rate)
-            say(f"observability throughput round {r + 1}/{settings.runs} done")
+        _paired_rounds(m, settings, "throughput", lambda n, s: _throughput(ready[n], s, wire))
     finally:
         wire.close()
     _summarise(m, "MB/s")
@@ -188,14 +182,22 @@ def measure_requests(settings: Settings) -> Measurement:
     )
     live_dir = _prepare()
     ready = {name: build(_small_app, name, live_dir) for name in CONTENDERS}
-    for name in CONTENDERS:
-        _per_request(ready[name], 0.1)
-    for r, order in rounds(CONTENDERS, settings.runs):
-        for name in order:
-            m.series(name).values.append(_per_request(ready[name], settings.inprocess_seconds))
-        say(f"observability per-request round {r + 1}/{settings.runs} done")
+    _paired_rounds(m, settings, "per-request", lambda n, s: _per_request(ready[n], s))
     _summarise(m, "µs")
     return m
+
+
+def _paired_rounds(
+    m: Measurement, settings: Settings, what: str, one: Callable[[str, float], float]
+) -> None:
+    """A warm-up call of ``one(contender, seconds)`` each (it also starts the live page's
+    sampler), then ``settings.runs`` rounds of all contenders in rotated order."""
+    for name in CONTENDERS:
+        one(name, 0.1)
+    for r, order in rounds(CONTENDERS, settings.runs):
+        for name in order:
+            m.series(name).values.append(one(name, settings.inprocess_seconds))
+        say(f"observability {what} round {r + 1}/{settings.runs} done")
 
 
 def _summarise(m: Measurement, unit: str) -> None:
