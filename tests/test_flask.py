@@ -235,40 +235,11 @@ def test_send_file_returns_the_apps_response_class(root: Path) -> None:
 
 
 # -- under gunicorn ------------------------------------------------------------------
-@pytest.fixture(params=["gthread", "sync"])
-def server(request: pytest.FixtureRequest, root: Path):  # type: ignore[no-untyped-def]
-    env = {"WSGIPIPE_TEST_ROOT": str(root)}
-    options = {"worker_class": request.param, "cwd": APPS, "env": env}
-    with GunicornServer("flask_app:production()", **options) as server:  # type: ignore[arg-type]
-        yield server
+class TestUnderGunicorn(server_checks.UnderGunicorn):
+    app = "flask_app:production()"
 
-
-@pytest.mark.server
-def test_under_gunicorn_send_file_goes_through_sendfile(server: GunicornServer, root: Path) -> None:
-    server_checks.check_sendfile(server, root)
-
-
-@pytest.mark.server
-def test_under_gunicorn_a_range_is_zero_copy_too(server: GunicornServer, root: Path) -> None:
-    server_checks.check_range_zero_copy(server, root)
-
-
-@pytest.mark.server
-def test_the_offloading_worker_takes_the_response_too(root: Path) -> None:
-    env = {"WSGIPIPE_TEST_ROOT": str(root)}
-    server_checks.check_offload("flask_app:production()", APPS, env, root)
-
-
-@pytest.mark.server
-def test_under_gunicorn_file_errors_are_404_403_500(server: GunicornServer) -> None:
-    server_checks.check_file_errors(server)
-
-
-@pytest.mark.server
-def test_under_gunicorn_head_reads_nothing_and_an_abort_is_recorded(
-    server: GunicornServer, root: Path
-) -> None:
-    server_checks.check_head_and_abort(server, root)
+    def env(self, root: Path) -> dict[str, str]:
+        return {"WSGIPIPE_TEST_ROOT": str(root)}
 
 
 # -- docs/flask.md: its complete app and its test, run as written ----------------------
