@@ -1,6 +1,6 @@
-"""Requests and checks against a real gunicorn shared by several suites: what a framework
-integration must do (the Flask and Django suites pass their own server and folder of files),
-and plain GETs on a fresh connection."""
+"""Requests and checks shared by several suites: what a framework integration must do (the
+Flask and Django suites run the same tests on their own app), plain GETs on a fresh
+connection to a real gunicorn, and the example app's launcher."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import re
 import socket
 import struct
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
+from webtest import TestResponse
 
 from wsgipipe.testing import (
     GunicornServer,
@@ -25,6 +27,22 @@ REPO = Path(__file__).resolve().parent.parent
 APPS = REPO / "tests" / "apps"
 BIG = "/files/big.bin"
 HUGE = 64 * 1024 * 1024
+
+
+#: The test apps' routes that fail with a file error, and the status each must answer with.
+FILE_ERRORS = [
+    ("/read/missing.bin", 404),
+    ("/files/missing.bin", 404),
+    ("/forbidden", 403),
+    ("/broken", 500),
+]
+
+
+def check_error_answer(response: TestResponse, status: int, root: Path) -> None:
+    """A file error's answer is the status line's text, not cached, with no path or traceback."""
+    assert response.body == f"{status} {HTTPStatus(status).phrase}\n".encode()
+    assert response.headers["Cache-Control"] == "no-store"
+    assert str(root) not in response.text
 
 
 def get(server: GunicornServer, path: str, headers: dict[str, str] | None = None) -> bytes:

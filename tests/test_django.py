@@ -8,7 +8,6 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from http import HTTPStatus
 from pathlib import Path
 from wsgiref.util import FileWrapper
 
@@ -51,20 +50,9 @@ def client() -> TestApp:
 
 
 # -- file errors before Django's 500 ------------------------------------------------
-@pytest.mark.parametrize(
-    ("url", "status"),
-    [
-        ("/read/missing.bin", 404),
-        ("/files/missing.bin", 404),
-        ("/forbidden", 403),
-        ("/broken", 500),
-    ],
-)
+@pytest.mark.parametrize(("url", "status"), server_checks.FILE_ERRORS)
 def test_file_errors_in_views_get_their_status(root: Path, url: str, status: int) -> None:
-    response = client().get(url, status=status)
-    assert response.body == f"{status} {HTTPStatus(status).phrase}\n".encode()
-    assert response.headers["Cache-Control"] == "no-store"
-    assert str(root) not in response.text
+    server_checks.check_error_answer(client().get(url, status=status), status, root)
 
 
 def test_without_the_middleware_django_answers_500(root: Path) -> None:
