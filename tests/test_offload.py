@@ -231,7 +231,7 @@ def test_too_slow_reader_cut_by_the_min_rate(root: Path) -> None:
         ended: list[float] = []
 
         def read_slowly() -> None:  # about 4 KB/s, far below 100 KB/s
-            sock.settimeout(0.5)
+            sock.settimeout(3)  # a loaded machine may refill the buffer late: only a cut ends this
             with suppress(OSError), sock:
                 while time.monotonic() - started < 15 and sock.recv(2048):
                     time.sleep(0.5)
